@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with Python 3.11+:
+#   make lessons   set everything up and open the lessons in JupyterLab
+#   make test      set everything up and run the whole test suite (ruff, pytest, notebooks)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= test,classroom
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: setup lessons test test-fast assignments benchmark notebooks-run clean
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements-lock.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lessons: setup
+	$(BIN)/jupyter lab notebooks/
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests --nbval-lax notebooks -v
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow and not browser"
+
+assignments: setup
+	$(BIN)/python classroom/build_assignments.py
+
+benchmark:
+	$(MAKE) setup EXTRAS=test,classroom,benchmark
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) assignments
