@@ -1,7 +1,27 @@
-"""vae-lite: an interactive teaching series on variational autoencoders."""
+"""vae-lite: an interactive teaching series on variational autoencoders.
+
+Modules load on first use (``vae_lite.elbo``, ``from vae_lite import explorer``), so
+``import vae_lite`` stays fast.
+
+Core: ``distributions``, ``networks``, ``training``, ``data``, ``plotting``, ``grading``.
+Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` (3), ``elbo`` (4),
+``reparam`` (5), ``inference`` (6), ``explorer`` (7).
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-from vae_lite import data, distributions, networks, plotting, training  # noqa: E402
+CORE = ("distributions", "networks", "training", "data", "plotting", "grading")
+LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "explorer")
+__all__ = [*CORE, *LESSONS, "__version__"]
 
-__all__ = ["data", "distributions", "networks", "plotting", "training", "__version__"]
+
+def __getattr__(name):
+    if name in CORE or name in LESSONS:
+        return importlib.import_module(f"vae_lite.{name}")
+    raise AttributeError(f"module 'vae_lite' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,18 +1,35 @@
-"""The evidence lower bound and importance-sampled log-evidence (lesson 4).
+r"""The evidence lower bound and importance-sampled log-evidence (lesson 4).
 
-Both estimators take a ``log_joint(z) -> log p(x, z)`` for one latent vector ``z``
+The estimators take a ``log_joint(z) -> log p(x, z)`` for one latent vector ``z``
 ``(latent_dim,)``, so the same code serves the exact linear-Gaussian model, a 2-D
-grid model and a trained VAE's decoder.
+grid model and a trained VAE's decoder. q is always a Gaussian N(mu, diag e^{log_var})
+with ``mu, log_var: (latent_dim,)``; batch over data points with ``jax.vmap``.
+
+Two equivalent forms of the same bound (both derived in lesson 4):
+
+.. math::
+    \mathcal{L}(q) = \mathbb{E}_q[\log p(x, z)] + \mathbb{H}[q]
+                   = \mathbb{E}_q[\log p(x \mid z)] - \mathrm{KL}(q \,\|\, p(z)),
+    \qquad \log p(x) = \mathcal{L}(q) + \mathrm{KL}(q \,\|\, p(z \mid x)).
 """
 
 import jax
 import jax.numpy as jnp
 
-from vae_lite.distributions import check_same_shape, log_normal_diag, reparameterize
+from vae_lite.distributions import (
+    LOG_2PI,
+    check_floating,
+    check_same_shape,
+    kl_normal_std,
+    log_normal_diag,
+    log_normal_std,
+    reparameterize,
+)
+from vae_lite.posterior import decoder_log_joint
 
 
-def _log_weights(key, log_joint, mu, log_var, num_samples):
-    """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
+def _check_q(mu, log_var, num_samples=1):
+    check_floating("mu", mu)
     check_same_shape("mu", mu, "log_var", log_var)
     if jnp.ndim(mu) != 1:
         raise ValueError(
@@ -21,6 +38,11 @@ def _log_weights(key, log_joint, mu, log_var, num_samples):
         )
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+
+
+def _log_weights(key, log_joint, mu, log_var, num_samples):
+    """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
+    _check_q(mu, log_var, num_samples)
     z = reparameterize(key, mu, log_var, num_samples)  # (num_samples, latent_dim)
     return jax.vmap(log_joint)(z) - log_normal_diag(z, mu, log_var)
 
@@ -52,4 +74,162 @@ def log_evidence_is(key, log_joint, mu, log_var, num_samples):
     log p(x) as S grows. Args as for :func:`elbo`. Introduced in lesson 4.
     """
     log_w = _log_weights(key, log_joint, mu, log_var, num_samples)
-    return jax.nn.logsumexp(log_w) - jnp.log(log_w.shape[0])
+    return jax.nn.logsumexp(log_w) - jnp.log(log_w.shape[0])  # log-mean-exp, stable
+
+
+def gaussian_entropy(log_var):
+    r"""Entropy of N(mu, diag e^{log_var}) in nats: :math:`\tfrac12 \sum_j (\log 2\pi e + \text{log\_var}_j)`.
+
+    Args:
+        log_var: ``(..., latent_dim)``.
+
+    Returns:
+        ``(...)``. Introduced in lesson 4.
+    """
+    check_floating("log_var", log_var)
+    return 0.5 * jnp.sum(LOG_2PI + 1.0 + log_var, axis=-1)
+
+
+def elbo_entropy_form(key, log_joint, mu, log_var, num_samples):
+    r"""ELBO as expected log joint (Monte Carlo) plus the entropy of q (closed form).
+
+    .. math:: \mathcal{L}(q) = \mathbb{E}_q[\log p(x, z)] + \mathbb{H}[q]
+
+    Same arguments as :func:`elbo`; with the same key it uses the same samples.
+    Returns a scalar. Introduced in lesson 4.
+    """
+    _check_q(mu, log_var, num_samples)
+    z = reparameterize(key, mu, log_var, num_samples)
+    return jnp.mean(jax.vmap(log_joint)(z)) + gaussian_entropy(log_var)
+
+
+def elbo_kl_form(key, log_likelihood, mu, log_var, num_samples):
+    r"""ELBO as expected reconstruction log-likelihood minus the closed-form KL to N(0, I).
+
+    .. math:: \mathcal{L}(q) = \mathbb{E}_q[\log p(x \mid z)] - \mathrm{KL}(q \,\|\, \mathcal{N}(0, I))
+
+    The neural-net reading: reconstruction term minus a regulariser.
+
+    Args:
+        key: a ``jax.random`` key.
+        log_likelihood: ``z (latent_dim,) -> log p(x | z)`` (the prior must be N(0, I)).
+        mu, log_var: ``(latent_dim,)`` parameters of q.
+        num_samples: number S of samples for the reconstruction term.
+
+    Returns:
+        scalar. Introduced in lesson 4.
+    """
+    _check_q(mu, log_var, num_samples)
+    z = reparameterize(key, mu, log_var, num_samples)
+    return jnp.mean(jax.vmap(log_likelihood)(z)) - kl_normal_std(mu, log_var)
+
+
+def kl_normal_std_mc(key, mu, log_var, num_samples):
+    r"""Monte Carlo estimate of KL(N(mu, diag e^{log_var}) || N(0, I)).
+
+    .. math:: \mathrm{KL} \approx \frac1S \sum_s \log q(z_s) - \log p(z_s), \quad z_s \sim q
+
+    Unbiased, but noisy; compare :func:`vae_lite.distributions.kl_normal_std`.
+    Args as for :func:`elbo` (no ``log_joint``). Returns a scalar. Introduced in lesson 4.
+    """
+    _check_q(mu, log_var, num_samples)
+    z = reparameterize(key, mu, log_var, num_samples)
+    return jnp.mean(log_normal_diag(z, mu, log_var) - log_normal_std(z))
+
+
+def kl_gaussians(mean_q, cov_q, mean_p, cov_p):
+    r"""KL(N(mean_q, cov_q) || N(mean_p, cov_p)) for full covariance matrices, in closed form.
+
+    .. math:: \tfrac12 \big[\operatorname{tr}(\Sigma_p^{-1}\Sigma_q) + (m_p - m_q)^\top
+        \Sigma_p^{-1}(m_p - m_q) - d + \log\det\Sigma_p - \log\det\Sigma_q\big]
+
+    Args:
+        mean_q, mean_p: ``(d,)``.
+        cov_q, cov_p: ``(d, d)`` symmetric positive definite.
+
+    Returns:
+        scalar (nats). Introduced in lesson 4 (the gap between log p(x) and the ELBO).
+    """
+    d = jnp.shape(mean_q)[-1] if jnp.ndim(mean_q) == 1 else None
+    if d is None or jnp.shape(mean_p) != (d,) or jnp.shape(cov_q) != (d, d) or jnp.shape(cov_p) != (d, d):
+        raise ValueError(
+            f"Expected means (d,) and covariances (d, d), got mean_q {jnp.shape(mean_q)}, "
+            f"cov_q {jnp.shape(cov_q)}, mean_p {jnp.shape(mean_p)}, cov_p {jnp.shape(cov_p)}."
+        )
+    chol_p = jnp.linalg.cholesky(cov_p)
+    solve = lambda b: jax.scipy.linalg.cho_solve((chol_p, True), b)  # noqa: E731
+    diff = mean_p - mean_q
+    logdet_p = 2.0 * jnp.sum(jnp.log(jnp.diag(chol_p)))
+    logdet_q = jnp.linalg.slogdet(cov_q)[1]
+    return 0.5 * (jnp.trace(solve(cov_q)) + diff @ solve(diff) - d + logdet_p - logdet_q)
+
+
+def linear_gaussian_elbo(model, x, mean_q, cov_q):
+    r"""Exact ELBO of q = N(mean_q, cov_q) on a :class:`vae_lite.posterior.LinearGaussian` model.
+
+    Every term is a Gaussian expectation of a quadratic, so no sampling is needed:
+
+    .. math:: \mathcal{L} = -\tfrac{D}{2}\log 2\pi\sigma^2
+        - \tfrac{1}{2\sigma^2}\big[\lVert x - W m - b \rVert^2 + \operatorname{tr}(W \Sigma W^\top)\big]
+        - \tfrac{d}{2}\log 2\pi - \tfrac12\big[\lVert m \rVert^2 + \operatorname{tr}\Sigma\big]
+        + \tfrac12\big[d \log 2\pi e + \log\det\Sigma\big]
+
+    Args:
+        model: the linear-Gaussian model (``W (D, d)``, ``b (D,)``, ``sigma``).
+        x: ``(D,)`` one data point.
+        mean_q: ``(d,)``; cov_q: ``(d, d)`` (for a diagonal q pass ``jnp.diag(jnp.exp(log_var))``).
+
+    Returns:
+        scalar. Equals ``model.log_evidence(x)`` exactly when q is the true posterior.
+        Introduced in lesson 4.
+    """
+    model._check_x(x)
+    D, d = model.W.shape
+    if jnp.shape(mean_q) != (d,) or jnp.shape(cov_q) != (d, d):
+        raise ValueError(f"Expected mean_q ({d},) and cov_q ({d}, {d}), got {jnp.shape(mean_q)} and {jnp.shape(cov_q)}.")
+    var = model.sigma**2
+    resid = x - model.W @ mean_q - model.b
+    expected_log_lik = -0.5 * D * jnp.log(2 * jnp.pi * var) - 0.5 * (
+        resid @ resid + jnp.trace(model.W @ cov_q @ model.W.T)
+    ) / var
+    expected_log_prior = -0.5 * d * LOG_2PI - 0.5 * (mean_q @ mean_q + jnp.trace(cov_q))
+    entropy = 0.5 * (d * (LOG_2PI + 1.0) + jnp.linalg.slogdet(cov_q)[1])
+    return expected_log_lik + expected_log_prior + entropy
+
+
+def _vae_log_weights(key, model, x, num_samples):
+    """``(batch, num_samples)`` log-weights log p(x, z) - log q(z|x) for a VAE's encoder and decoder."""
+    if jnp.ndim(x) != 2:
+        raise ValueError(f"x must be a batch of flat images (batch, pixels), got shape {jnp.shape(x)}.")
+    mu, log_var = model.encoder(x)  # (batch, latent_dim) each
+
+    def one_image(key, x, mu, log_var):
+        return _log_weights(key, decoder_log_joint(model.decoder, x), mu, log_var, num_samples)
+
+    return jax.vmap(one_image)(jax.random.split(key, x.shape[0]), x, mu, log_var)
+
+
+def vae_elbo(key, model, x, num_samples=1):
+    r"""Per-image Monte Carlo ELBO of a VAE, with q(z|x) from its encoder.
+
+    .. math:: \mathcal{L}(x_i) \approx \frac1S \sum_s \log p(x_i \mid z_s) + \log p(z_s) - \log q(z_s \mid x_i)
+
+    Args:
+        key: a ``jax.random`` key.
+        model: a :class:`vae_lite.networks.VAE` (Bernoulli decoder, N(0, I) prior).
+        x: ``(batch, pixels)`` binary images.
+        num_samples: samples of z per image.
+
+    Returns:
+        ``(batch,)`` ELBOs in nats. Introduced in lesson 4.
+    """
+    return jnp.mean(_vae_log_weights(key, model, x, num_samples), axis=-1)
+
+
+def vae_log_evidence_is(key, model, x, num_samples):
+    """Per-image importance-sampled log p(x) ``(batch,)`` with the encoder's q(z|x) as proposal.
+
+    Args as for :func:`vae_elbo`. Introduced in lesson 4; lesson 6 uses it for the gaps.
+    """
+    log_w = _vae_log_weights(key, model, x, num_samples)
+    return jax.nn.logsumexp(log_w, axis=-1) - jnp.log(num_samples)

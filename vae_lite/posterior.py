@@ -41,7 +41,7 @@ class LinearGaussian(NamedTuple):
             raise ValueError(f"x must have shape {jnp.shape(self.b)} (one data point), got {jnp.shape(x)}.")
 
     def log_joint(self, x):
-        """``z (d,) -> log p(x, z)`` for a fixed data point ``x (D,)``."""
+        r"""``z (d,) -> log p(x, z) = log N(x; W z + b, sigma^2 I) + log N(z; 0, I)`` for a fixed ``x (D,)``."""
         self._check_x(x)
 
         def log_joint(z):
@@ -69,7 +69,7 @@ class LinearGaussian(NamedTuple):
         return cov @ self.W.T @ (x - self.b) / self.sigma**2, cov
 
     def sample(self, key, num_samples):
-        """Ancestral samples ``(z (n, d), x (n, D))`` from p(z) p(x|z)."""
+        """Ancestral samples ``(z (num_samples, d), x (num_samples, D))`` from p(z) p(x|z)."""
         key_z, key_x = jax.random.split(key)
         z = jax.random.normal(key_z, (num_samples, self.W.shape[1]))
         x = z @ self.W.T + self.b + self.sigma * jax.random.normal(key_x, (num_samples, self.b.shape[0]))
@@ -94,12 +94,51 @@ class GridPosterior(NamedTuple):
 
 
 def make_grid(axes):
-    """Points ``(G1*...*Gd, d)`` of the regular grid spanned by 1-D ``axes`` (each evenly spaced)."""
+    """Points of the regular grid spanned by 1-D ``axes``.
+
+    Args:
+        axes: a sequence of d evenly spaced 1-D arrays, of lengths ``G1, ..., Gd``.
+
+    Returns:
+        ``(G1*...*Gd, d)`` points, in ``indexing="ij"`` order (the last axis varies
+        fastest), so ``values.reshape(G1, ..., Gd)`` puts axis i along array axis i.
+        Introduced in lesson 3.
+    """
     axes = [jnp.asarray(a) for a in axes]
+    if not axes:
+        raise ValueError("axes must hold at least one 1-D array (one per latent dimension).")
     for i, a in enumerate(axes):
         if a.ndim != 1 or a.shape[0] < 2:
             raise ValueError(f"axis {i} must be a 1-D array of at least 2 points, got shape {a.shape}.")
     return jnp.stack([m.ravel() for m in jnp.meshgrid(*axes, indexing="ij")], axis=-1)
+
+
+def normalize_on_grid(log_joint_values, cell_volume):
+    r"""Turn log p(x, z_g) on a grid into log p(z_g | x) and log p(x) (Bayes' rule by quadrature).
+
+    .. math:: \log p(x) \approx \log \sum_g p(x, z_g)\,\Delta, \qquad
+        \log p(z_g | x) = \log p(x, z_g) - \log p(x)
+
+    The sum is a ``logsumexp``: the joint values are ~e^{-100} for images, far below
+    float32's smallest number, so they are never exponentiated directly.
+
+    Args:
+        log_joint_values: ``(G,)`` log p(x, z_g) at the G grid points.
+        cell_volume: volume Delta of one grid cell (scalar > 0).
+
+    Returns:
+        ``(log_density (G,), log_evidence ())``; ``exp(log_density) * cell_volume`` sums
+        to one. Introduced in lesson 3 (exercise ``ex03_grid_normalize``).
+    """
+    if jnp.ndim(log_joint_values) != 1:
+        raise ValueError(
+            f"log_joint_values must be a 1-D array (one value per grid point), got shape "
+            f"{jnp.shape(log_joint_values)}; flatten it with .ravel()."
+        )
+    if jnp.ndim(cell_volume) != 0:
+        raise ValueError(f"cell_volume must be a scalar, got shape {jnp.shape(cell_volume)}.")
+    log_evidence = jax.nn.logsumexp(log_joint_values) + jnp.log(cell_volume)
+    return log_joint_values - log_evidence, log_evidence
 
 
 def grid_posterior(log_joint, grid):
@@ -108,8 +147,10 @@ def grid_posterior(log_joint, grid):
     .. math:: \log p(x) \approx \log \sum_g p(x, z_g)\,\Delta, \qquad
         p(z_g | x) = p(x, z_g) / p(x)
 
+    Costs one ``log_joint`` evaluation per grid point: ``G**d`` for G points per axis.
+
     Args:
-        log_joint: ``z (d,) -> log p(x, z)``.
+        log_joint: ``z (d,) -> log p(x, z)`` (scalar).
         grid: a sequence of d evenly spaced 1-D axes, e.g. ``[jnp.linspace(-4, 4, 101)] * 2``.
 
     Returns:
@@ -120,8 +161,81 @@ def grid_posterior(log_joint, grid):
     for a in grid:
         cell_volume = cell_volume * (a[1] - a[0])
     log_joint_values = jax.vmap(log_joint)(points)
-    log_evidence = jax.nn.logsumexp(log_joint_values) + jnp.log(cell_volume)
-    return GridPosterior(points, log_joint_values - log_evidence, log_evidence, cell_volume)
+    if log_joint_values.shape != points.shape[:1]:
+        raise ValueError(
+            f"log_joint must map one latent vector (d,) to a scalar; on {points.shape[0]} grid "
+            f"points it returned shape {log_joint_values.shape}."
+        )
+    log_density, log_evidence = normalize_on_grid(log_joint_values, jnp.asarray(cell_volume))
+    return GridPosterior(points, log_density, log_evidence, cell_volume)
+
+
+def grid_moments(posterior):
+    r"""Posterior mean ``(d,)`` and covariance ``(d, d)`` of a :class:`GridPosterior` (by quadrature).
+
+    .. math:: m = \sum_g z_g\, p(z_g|x)\,\Delta, \qquad S = \sum_g (z_g - m)(z_g - m)^T p(z_g|x)\,\Delta
+
+    Introduced in lesson 3 (to compare with the exact linear-Gaussian posterior).
+    """
+    weights = jnp.exp(posterior.log_density) * posterior.cell_volume  # (G,), sums to 1
+    mean = weights @ posterior.points
+    centred = posterior.points - mean
+    return mean, (weights[:, None] * centred).T @ centred
+
+
+def naive_log_evidence(key, log_likelihood, latent_dim, num_samples):
+    r"""Naive Monte Carlo log p(x) with samples from the prior.
+
+    .. math:: \log \hat p(x) = \log \frac1S \sum_{s=1}^S p(x | z_s), \qquad z_s \sim \mathcal N(0, I)
+
+    Unbiased for p(x) but, by Jensen's inequality, biased *low* for log p(x); both the
+    bias and the variance shrink like 1/S once S is large — and "large" is enormous
+    when p(x|z) is peaked in a small part of the prior's mass.
+
+    Args:
+        key: a ``jax.random`` key; ``z = jax.random.normal(key, (num_samples, latent_dim))``.
+        log_likelihood: ``z (latent_dim,) -> log p(x | z)`` (scalar).
+        latent_dim: d.
+        num_samples: S >= 1.
+
+    Returns:
+        scalar estimate of log p(x). Introduced in lesson 3 (exercise ``ex03_naive_mc``).
+    """
+    if int(num_samples) < 1 or int(latent_dim) < 1:
+        raise ValueError(
+            f"num_samples and latent_dim must be positive integers, got {num_samples} and {latent_dim}."
+        )
+    z = jax.random.normal(key, (int(num_samples), int(latent_dim)))
+    log_lik = jax.vmap(log_likelihood)(z)
+    if log_lik.shape != (int(num_samples),):
+        raise ValueError(
+            f"log_likelihood must map z (d,) to a scalar; it returned shape {log_lik.shape[1:]}."
+        )
+    return jax.nn.logsumexp(log_lik) - jnp.log(num_samples)
+
+
+def grid_evaluations(points_per_axis, latent_dim):
+    """Number of log-joint evaluations ``G**d`` of a grid with G points per axis in d dimensions.
+
+    A Python ``int`` (exact, no overflow). Introduced in lesson 3.
+    """
+    return int(points_per_axis) ** int(latent_dim)
+
+
+def decoder_log_likelihood(decoder, x):
+    """``z (d,) -> log p(x | z)`` for a Bernoulli decoder (logits ``decoder(z)``).
+
+    Args:
+        decoder: a callable (e.g. :class:`vae_lite.networks.Decoder`) mapping ``(d,)`` to logits ``(D,)``.
+        x: ``(D,)`` one binary image.
+
+    Introduced in lesson 3.
+    """
+    if jnp.ndim(x) != 1:
+        raise ValueError(
+            f"x must be one flat image (pixels,), got shape {jnp.shape(x)}; use jax.vmap for a batch."
+        )
+    return lambda z: log_bernoulli(x, decoder(z))
 
 
 def decoder_log_joint(decoder, x):
@@ -133,4 +247,5 @@ def decoder_log_joint(decoder, x):
 
     Introduced in lesson 3; lessons 4 and 6 use it for trained VAEs.
     """
-    return lambda z: log_bernoulli(x, decoder(z)) + log_normal_std(z)
+    log_likelihood = decoder_log_likelihood(decoder, x)
+    return lambda z: log_likelihood(z) + log_normal_std(z)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import jax
@@ -197,10 +198,10 @@ def load_model(path, model):
     Raises ``CheckpointMismatchError`` when names or shapes differ from the model's.
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             saved = {k[len("param:") :]: f[k] for k in f.files if k.startswith("param:")}
             metadata = json.loads(str(f["metadata"]))
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointMismatchError(f"{path} is not a readable vae-lite checkpoint ({err}).") from err
     expected = _flat_params(model)
     shapes = lambda d: {k: tuple(v.shape) for k, v in d.items()}  # noqa: E731

@@ -1,0 +1,414 @@
+"""Training benchmark for the standard model (784-400-20 ReLU MLPs, Bernoulli decoder,
+batch 128, Adam 1e-3) on MNIST with dynamic binarisation.
+
+Measures, and prints as a Markdown table next to the targets of issue 2:
+
+* steady-state training images/s of ``vae_lite.training`` (one compiled epoch, ``lax.scan``);
+* first-epoch compile seconds (first epoch minus a steady epoch), with an empty
+  persistent compilation cache, and again with a warm one;
+* the ratio to a PyTorch eager implementation of the same model (same layers, loss,
+  batch size, dynamic binarisation, Adam 1e-3), JAX and torch epochs interleaved in
+  this process so that both see the same machine load;
+* achieved FLOP/s (analytic count, see :func:`train_flops_per_image`) over the
+  machine's own numpy float32 matmul FLOP/s, at the model's layer size and a large square;
+* test ELBO (10,000 test images) and importance-sampled log p(x) (``--is-samples``
+  samples, first ``--num-test`` test images), both with fixed binarisation, after
+  ``--epochs`` epochs, and the total wall time of that training.
+
+Run: ``python benchmarks/bench_training.py`` (``--quick`` for a smoke run).
+"""
+
+import argparse
+import atexit
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from _report import print_table, row, save_json  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from vae_lite import data, elbo, posterior, training  # noqa: E402
+
+HIDDEN, LATENT, BATCH, LR = 400, 20, 128, 1e-3
+TARGETS = {
+    "speedup": 1.5,
+    "speedup_stretch": 2.0,
+    "flops_ratio": 0.6,
+    "compile_s": 3.0,
+    "elbo": -103.0,
+    "log_px": -97.0,
+    "wall_s": 40.0,
+}
+
+
+def layer_sizes(num_pixels=784, hidden=HIDDEN, latent=LATENT):
+    """(in, out) of the four dense layers: encoder 784-400-40, decoder 20-400-784."""
+    return [(num_pixels, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, num_pixels)]
+
+
+def train_flops_per_image(num_pixels=784):
+    r"""Analytic matmul FLOPs of one training step, per image.
+
+    Forward: :math:`F = 2\sum_l n_\text{in} n_\text{out}` (one multiply and one add per
+    weight). Backward: two matmuls per layer (dW and dX), so a step is :math:`\approx 3F`.
+    Elementwise work (ReLU, softplus, sampling, Adam) is not counted; the first
+    layer's dX (not needed) is counted, as is usual for the 3F rule.
+    784-400-20: F = 1,302,400, 3F = 3,907,200 FLOPs per image.
+    """
+    forward = 2 * sum(a * b for a, b in layer_sizes(num_pixels))
+    return 3 * forward
+
+
+def numpy_matmul_flops(m, k, n, min_seconds=1.0, threads=None):
+    """float32 ``(m, k) @ (k, n)`` FLOP/s of numpy's BLAS: median of repeats.
+
+    ``threads=None`` uses the BLAS default (all cores); an int limits it (threadpoolctl).
+    """
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return numpy_matmul_flops(m, k, n, min_seconds)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), dtype=np.float32)
+    np.matmul(a, b, out=out)  # warm up
+    reps = 1
+    while True:  # pick a repeat count that takes ~0.1 s
+        start = time.perf_counter()
+        for _ in range(reps):
+            np.matmul(a, b, out=out)
+        elapsed = time.perf_counter() - start
+        if elapsed > 0.1:
+            break
+        reps *= 4
+    rates, deadline = [], time.perf_counter() + min_seconds
+    while time.perf_counter() < deadline or len(rates) < 3:
+        start = time.perf_counter()
+        for _ in range(reps):
+            np.matmul(a, b, out=out)
+        rates.append(2.0 * m * k * n * reps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def jax_matmul_flops(m, k, n, min_seconds=1.0):
+    """The same measurement through XLA (``jax.jit(jnp.dot)``), for comparison with numpy."""
+    a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, b).block_until_ready()
+    rates, deadline = [], time.perf_counter() + min_seconds
+    reps = max(1, int(2e8 // (2 * m * k * n)))
+    while time.perf_counter() < deadline or len(rates) < 3:
+        start = time.perf_counter()
+        for _ in range(reps):
+            out = dot(a, b)
+        out.block_until_ready()
+        rates.append(2.0 * m * k * n * reps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+# ----------------------------------------------------------------------------- JAX side
+
+
+def steady_seconds(seconds):
+    """Median epoch time after the first (compiling) epoch."""
+    return statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan")
+
+
+def make_jax_epoch(model):
+    """A compiled epoch of ``vae_lite.training`` for ``model``, with its own parameters and Adam state."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    optimizer = optax.adam(LR)
+    epoch = training.make_epoch(graphdef, training.vae_terms, optimizer, BATCH, 1.0)
+    state = {"params": params, "opt_state": optimizer.init(params)}
+
+    def run(x, key):
+        state["params"], state["opt_state"], recon, kl = epoch(state["params"], state["opt_state"], x, key)
+        return float(recon) - float(kl)
+
+    return run
+
+
+def evaluate_test(model, x_test, num_test, is_samples, chunk=25):
+    """Test ELBO (all test images, one z each) and IS log p(x) on the first ``num_test`` images.
+
+    Both use the fixed binarisation ``data.binarize_fixed(x, seed=0)``.
+    """
+    x_bin = data.binarize_fixed(x_test, seed=0)
+    test_elbo = training.evaluate(model, jax.random.key(123), x_bin)["elbo"]
+
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def log_px_chunk(params, keys, xb):
+        vae = nnx.merge(graphdef, params)
+        mu, log_var = vae.encoder(xb)
+
+        def one(key, x, m, lv):
+            log_joint = posterior.decoder_log_joint(vae.decoder, x)
+            return elbo.log_evidence_is(key, log_joint, m, lv, is_samples)
+
+        return jax.vmap(one)(keys, xb, mu, log_var)
+
+    x_is = x_bin[:num_test]
+    keys = jax.random.split(jax.random.key(7), num_test)
+    values = []
+    for start in range(0, num_test, chunk):  # chunks keep (chunk, S, 784) logits small
+        values.append(log_px_chunk(params, keys[start : start + chunk], x_is[start : start + chunk]))
+    return test_elbo, float(jnp.mean(jnp.concatenate(values)))
+
+
+# --------------------------------------------------------------------------- torch side
+
+
+def make_torch_epoch(x_train, seed=0):
+    """A PyTorch eager epoch of the same model, loss, batch size, binarisation and optimiser.
+
+    Returns ``run(max_steps, num_threads) -> (seconds, images, train_elbo)``, or ``None``
+    when torch is not installed.
+    """
+    try:
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+    except ImportError:
+        return None
+    torch.manual_seed(seed)
+    num_pixels = x_train.shape[1]
+
+    class TorchVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(num_pixels, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+            self.decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, num_pixels))
+
+        def forward(self, x):
+            mu, log_var = self.encoder(x).chunk(2, dim=-1)
+            z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+            logits = self.decoder(z)
+            # log Bernoulli(x; sigmoid(logits)) = -BCE-with-logits (stable), summed over pixels
+            recon = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+            kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)
+            return recon, kl
+
+    model = TorchVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    x = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
+    num_batches = x.shape[0] // BATCH
+
+    def run(max_steps, num_threads):
+        torch.set_num_threads(num_threads)
+        steps = num_batches if max_steps is None else min(max_steps, num_batches)
+        order = torch.randperm(x.shape[0])
+        total = 0.0
+        start = time.perf_counter()
+        for i in range(steps):
+            xb = torch.bernoulli(x[order[i * BATCH : (i + 1) * BATCH]])  # dynamic binarisation
+            recon, kl = model(xb)
+            loss = -(recon - kl).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        return time.perf_counter() - start, steps * BATCH, -total / steps
+
+    run.torch_version = torch.__version__
+    return run
+
+
+# ------------------------------------------------------------------------------- runner
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 100 test images, 100 IS samples")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 10; quick 2)")
+    parser.add_argument("--num-test", type=int, default=None, help="test images for IS log p(x) (1000; quick 100)")
+    parser.add_argument("--is-samples", type=int, default=None, help="importance samples (1000; quick 100)")
+    parser.add_argument("--pairs", type=int, default=None, help="interleaved JAX/torch epoch pairs (3; quick 1)")
+    parser.add_argument(
+        "--torch-steps", type=int, default=None, help="steps per torch epoch (default: full epoch; quick 100)"
+    )
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    args = parser.parse_args(argv)
+    defaults = {"epochs": (10, 2), "num_test": (1000, 100), "is_samples": (1000, 100), "pairs": (3, 1)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    if args.torch_steps is None and args.quick:
+        args.torch_steps = 100
+    return args
+
+
+def temporary_cache():
+    """Point ``VAE_LITE_CACHE`` at a new empty folder (models and JAX compilations train afresh).
+
+    The folder is removed when the process exits (JAX's compilation cache keeps using it).
+    """
+    folder = tempfile.mkdtemp(prefix="vae-lite-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    previous = os.environ.get("VAE_LITE_CACHE")
+    os.environ["VAE_LITE_CACHE"] = folder
+    return previous
+
+
+def restore_cache(previous):
+    if previous is None:
+        os.environ.pop("VAE_LITE_CACHE", None)
+    else:
+        os.environ["VAE_LITE_CACHE"] = previous
+
+
+def measure(args):
+    """All measurements, as a dict of numbers."""
+    threads = os.cpu_count() or 1
+    dataset = data.load("mnist")
+    num_images = (dataset.x_train.shape[0] // BATCH) * BATCH
+    m = {"threads": threads, "num_images": num_images, "square": 1024 if args.quick else 2048}
+
+    # 1. Machine ceiling: numpy float32 matmul at the model's largest layer and a big square.
+    m["np_layer"] = numpy_matmul_flops(BATCH, 784, HIDDEN)
+    m["np_layer_1thread"] = numpy_matmul_flops(BATCH, 784, HIDDEN, threads=1)
+    m["np_square"] = numpy_matmul_flops(m["square"], m["square"], m["square"])
+    m["xla_layer"] = jax_matmul_flops(BATCH, 784, HIDDEN)
+
+    # 2. The training as a user gets it, with empty model and compilation caches.
+    previous = temporary_cache()
+    try:
+        start = time.perf_counter()
+        result = training.train(data=dataset, epochs=args.epochs, retrain=True, progress=False)
+        m["wall"] = time.perf_counter() - start
+    finally:
+        restore_cache(previous)
+    m["model"], m["history"] = result.model, result.history
+    m["seconds"] = result.history["seconds"]
+    m["steady"] = steady_seconds(m["seconds"])
+    m["compile_cold"] = m["seconds"][0] - m["steady"]
+
+    # 3. Side by side: JAX and torch epochs interleaved so that both see the same load.
+    jax_epoch = make_jax_epoch(training.build_model(result.config, dataset.num_pixels))
+    x = jnp.asarray(dataset.x_train)
+    start = time.perf_counter()
+    jax_epoch(x, jax.random.key(100))  # compiles again, from the now warm persistent cache
+    first_call = time.perf_counter() - start
+    torch_epoch = None if args.no_torch else make_torch_epoch(dataset.x_train)
+    if torch_epoch is not None:
+        m["torch_version"] = torch_epoch.torch_version
+        torch_epoch(20, threads)  # warm-up steps
+    m["jax_rates"], m["torch_rates"], m["torch_rates_1thread"] = [], [], []
+    for i in range(args.pairs):
+        start = time.perf_counter()
+        jax_epoch(x, jax.random.key(101 + i))
+        m["jax_rates"].append(num_images / (time.perf_counter() - start))
+        if torch_epoch is not None:
+            for n, key in ((threads, "torch_rates"), (1, "torch_rates_1thread")):
+                t_seconds, t_images, m["torch_train_elbo"] = torch_epoch(args.torch_steps, n)
+                m[key].append(t_images / t_seconds)
+    m["jax_rate"] = statistics.median(m["jax_rates"])
+    m["compile_warm"] = first_call - num_images / m["jax_rate"]
+
+    # 4. Test ELBO and IS log p(x) of the trained model.
+    start = time.perf_counter()
+    m["test_elbo"], m["log_px"] = evaluate_test(result.model, dataset.x_test, args.num_test, args.is_samples)
+    m["eval_seconds"] = time.perf_counter() - start
+    return m
+
+
+def table_rows(m, args):
+    """The measurements as table rows next to the targets."""
+    full = args.epochs >= 10 and args.num_test >= 1000 and args.is_samples >= 1000
+    seconds, steady, threads = m["seconds"], m["steady"], m["threads"]
+    jax_rate = m["jax_rate"]
+    fmt_rates = lambda rates: ", ".join(f"{r:,.0f}" for r in rates)  # noqa: E731
+    rows = [
+        row("JAX train images/s (steady, in the training run)", f"{m['num_images'] / steady:,.0f}",
+            note=f"median epoch {steady:.2f} s of {m['num_images']:,} images"),
+        row("JAX train images/s (interleaved with torch)", f"{jax_rate:,.0f}",
+            note=f"median of {len(m['jax_rates'])} epochs: {fmt_rates(m['jax_rates'])}"),
+    ]
+    if m["torch_rates"]:
+        steps_note = f"{args.torch_steps} steps per epoch" if args.torch_steps else "full epochs"
+        torch_rate = statistics.median(m["torch_rates"])
+        torch_1 = statistics.median(m["torch_rates_1thread"])
+        speedup = jax_rate / torch_rate
+        speedup_best = jax_rate / max(torch_rate, torch_1)
+        rows += [
+            row(f"PyTorch {m['torch_version']} eager images/s ({threads} threads)", f"{torch_rate:,.0f}",
+                note=f"median of {len(m['torch_rates'])} ({steps_note}): {fmt_rates(m['torch_rates'])}"),
+            row(f"PyTorch {m['torch_version']} eager images/s (1 thread)", f"{torch_1:,.0f}",
+                note=f"median of {len(m['torch_rates_1thread'])}: {fmt_rates(m['torch_rates_1thread'])}"),
+            row(f"speed-up JAX / PyTorch eager ({threads} threads)", f"{speedup:.2f}x",
+                f">= {TARGETS['speedup']}x (stretch {TARGETS['speedup_stretch']}x)", speedup >= TARGETS["speedup"]),
+            row("speed-up JAX / faster PyTorch setting", f"{speedup_best:.2f}x",
+                f">= {TARGETS['speedup']}x", speedup_best >= TARGETS["speedup"]),
+        ]
+    else:
+        msg = "skipped (--no-torch)" if args.no_torch else "skipped: torch not installed (pip install torch)"
+        rows.append(row("speed-up JAX / PyTorch eager", msg, f">= {TARGETS['speedup']}x"))
+    flops = train_flops_per_image()
+    achieved = jax_rate * flops
+    np_layer, np_square = m["np_layer"], m["np_square"]
+    rows += [
+        row("achieved training FLOP/s (3F rule)", f"{achieved / 1e9:.1f} GFLOP/s",
+            note=f"{flops / 1e6:.2f} MFLOP/image x {jax_rate:,.0f} images/s"),
+        row(f"numpy f32 matmul {BATCH}x784 @ 784x{HIDDEN} ({threads} threads)", f"{np_layer / 1e9:.1f} GFLOP/s"),
+        row(f"numpy f32 matmul {BATCH}x784 @ 784x{HIDDEN} (1 thread)", f"{m['np_layer_1thread'] / 1e9:.1f} GFLOP/s"),
+        row(f"numpy f32 matmul {m['square']}^3 ({threads} threads)", f"{np_square / 1e9:.1f} GFLOP/s"),
+        row(f"XLA f32 matmul {BATCH}x784 @ 784x{HIDDEN}", f"{m['xla_layer'] / 1e9:.1f} GFLOP/s",
+            note="jax.jit(jnp.dot), for comparison"),
+        row("FLOP/s ratio vs numpy, layer-size matmul", f"{achieved / np_layer:.2f}",
+            f">= {TARGETS['flops_ratio']}", achieved / np_layer >= TARGETS["flops_ratio"]),
+        row("FLOP/s ratio vs numpy, square matmul", f"{achieved / np_square:.2f}",
+            f">= {TARGETS['flops_ratio']}", achieved / np_square >= TARGETS["flops_ratio"]),
+        row("first-epoch compile (empty persistent cache)", f"{m['compile_cold']:.2f} s",
+            f"<= {TARGETS['compile_s']} s", m["compile_cold"] <= TARGETS["compile_s"],
+            note=f"first epoch {seconds[0]:.2f} s - steady {steady:.2f} s"),
+        row("first-epoch compile (warm persistent cache)", f"{m['compile_warm']:.2f} s",
+            note="re-jit in the same process"),
+        row(f"test ELBO after {args.epochs} epochs (10,000 images)", f"{m['test_elbo']:.2f} nats",
+            f">= {TARGETS['elbo']}", m["test_elbo"] >= TARGETS["elbo"] if full else None),
+        row(f"IS log p(x), {args.is_samples} samples, first {args.num_test} test images",
+            f"{m['log_px']:.2f} nats", f">= {TARGETS['log_px']}", m["log_px"] >= TARGETS["log_px"] if full else None,
+            note=f"evaluation took {m['eval_seconds']:.1f} s"),
+        row(f"wall time of the {args.epochs}-epoch training", f"{m['wall']:.1f} s",
+            f"<= {TARGETS['wall_s']} s", m["wall"] <= TARGETS["wall_s"] if full else None,
+            note="training.train(retrain=True), empty caches"),
+        row("train ELBO, last epoch (JAX)", f"{m['history']['elbo'][-1]:.2f} nats",
+            note="epoch seconds: " + ", ".join(f"{s:.2f}" for s in seconds)),
+    ]
+    if "torch_train_elbo" in m:
+        rows.append(row("train ELBO, last torch epoch (sanity check)", f"{m['torch_train_elbo']:.2f} nats",
+                        note=f"after {args.pairs * 2} short/long torch epochs"))
+    return rows, full
+
+
+def main(argv=None):
+    """Run the training benchmark; print and return its table rows."""
+    args = parse_args(argv)
+    m = measure(args)
+    rows, full = table_rows(m, args)
+    if not full:
+        print("NOTE: not a full run (fewer epochs / test images / IS samples): accuracy targets not judged.")
+    if not m["torch_rates"]:
+        print(f"PyTorch reference: {rows[2]['measured']}")
+    saved = {k: v for k, v in m.items() if k != "model"}
+    path = save_json("training" + ("-quick" if args.quick else ""), {"args": vars(args), "rows": rows, **saved})
+    print_table("Training: standard model (784-400-20, batch 128, Adam 1e-3) on MNIST", rows)
+    print(f"load average during the run: {os.getloadavg()}; results in benchmarks/results/{path.name}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Execute every notebook in ``notebooks/`` from a fresh kernel; report wall time and peak memory.
+
+For each notebook a new ``python3`` kernel is started (nbclient) in the notebooks folder.
+Memory is the kernel's peak resident set: the kernel process's own high-water mark
+(``VmHWM`` in ``/proc/<pid>/status``, exact) and, polled every 50 ms with psutil, the
+RSS of the kernel plus any child processes. The notebooks are not modified.
+
+By default the model cache is the user's usual one (warm: trained models load from disk).
+``--cold`` gives each notebook its own empty ``VAE_LITE_CACHE`` folder, so every model it
+needs is trained (and every JAX program compiled) afresh.
+
+Run: ``python benchmarks/run_notebooks.py [--cold] [notebooks/03_x.ipynb ...]``.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _report import print_table, save_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+TARGET_PEAK_GIB = 1.5
+TARGET_WALL_S = {"warm": 60.0, "cold": 120.0}
+GIB = 1024**3
+
+
+def vm_hwm_bytes(pid):
+    """Peak resident set size of process ``pid`` (``VmHWM``), or None where /proc has no such field."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class MemoryPoller:
+    """Poll the RSS of a process and its children in a background thread; keep the maximum."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self.hwm = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self):
+        import psutil
+
+        try:
+            proc = psutil.Process(self.pid)
+            total = proc.memory_info().rss
+            for child in proc.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return 0
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            hwm = vm_hwm_bytes(self.pid)
+            self.hwm = hwm if hwm is not None else self.hwm
+            self._stop.wait(self.interval)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_notebook(path, timeout=600):
+    """Execute ``path`` in a fresh kernel; return a dict with seconds, peaks and any error."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    state = {}
+
+    def on_start(notebook):
+        state["poller"] = MemoryPoller(client.km.provisioner.pid)
+        state["poller"].start()
+
+    def on_cell_executed(cell, cell_index, execute_reply):
+        hwm = vm_hwm_bytes(client.km.provisioner.pid)  # read while the kernel is alive
+        state["hwm"] = hwm if hwm is not None else state.get("hwm")
+
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(Path(path).parent)}},
+        on_notebook_start=on_start,
+        on_cell_executed=on_cell_executed,
+    )
+    error = None
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except Exception as err:  # report the failure in the table and go on with the next notebook
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # drop ANSI colours
+        error = f"{type(err).__name__}: {message.splitlines()[-1] if message else ''}"[:120]
+    seconds = time.perf_counter() - start
+    poller = state.get("poller")
+    if poller is not None:
+        poller.stop()
+    hwm = max(filter(None, [state.get("hwm"), poller and poller.hwm]), default=None)
+    polled = poller.peak if poller else 0
+    return {
+        "notebook": Path(path).name,
+        "seconds": seconds,
+        "cells": sum(c.cell_type == "code" for c in nb.cells),
+        "kernel_hwm_bytes": hwm,
+        "polled_peak_bytes": polled,
+        "peak_bytes": max(hwm or 0, polled),
+        "error": error,
+    }
+
+
+def run_all(paths, cold=False, timeout=600):
+    """Run each notebook (cold: in its own empty cache folder); return the result dicts."""
+    results = []
+    previous = os.environ.get("VAE_LITE_CACHE")
+    for path in paths:
+        folder = tempfile.mkdtemp(prefix="vae-lite-cold-") if cold else None
+        if folder:
+            os.environ["VAE_LITE_CACHE"] = folder  # inherited by the kernel
+        try:
+            results.append(run_notebook(path, timeout))
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+                if previous is None:
+                    os.environ.pop("VAE_LITE_CACHE", None)
+                else:
+                    os.environ["VAE_LITE_CACHE"] = previous
+        r = results[-1]
+        print(f"{r['notebook']}: {r['seconds']:.1f} s, peak {r['peak_bytes'] / GIB:.2f} GiB"
+              + (f", ERROR {r['error']}" if r["error"] else ""), flush=True)
+    return results
+
+
+def table_rows(results, cold):
+    mode = "cold" if cold else "warm"
+    rows = []
+    for r in results:
+        ok_time = r["seconds"] <= TARGET_WALL_S[mode]
+        ok_mem = r["peak_bytes"] < TARGET_PEAK_GIB * GIB
+        status = "ERROR" if r["error"] else ("ok" if ok_time and ok_mem else "MISSED")
+        rows.append({
+            "notebook": r["notebook"],
+            "code cells": r["cells"],
+            "wall": f"{r['seconds']:.1f} s",
+            "wall target": f"<= {TARGET_WALL_S[mode]:.0f} s",
+            "kernel peak (VmHWM)": f"{r['kernel_hwm_bytes'] / GIB:.2f} GiB" if r["kernel_hwm_bytes"] else "n/a",
+            "peak incl. children (polled)": f"{r['polled_peak_bytes'] / GIB:.2f} GiB",
+            "memory target": f"< {TARGET_PEAK_GIB} GiB",
+            "status": status,
+            "note": r["error"] or "",
+        })
+    return rows
+
+
+COLUMNS = ("notebook", "code cells", "wall", "wall target", "kernel peak (VmHWM)",
+           "peak incl. children (polled)", "memory target", "status", "note")
+
+
+def main(argv=None):
+    """Run the notebooks and print the table; return its rows."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
+    parser.add_argument("--cold", action="store_true", help="each notebook gets an empty VAE_LITE_CACHE")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--quick", action="store_true", help="accepted for run_all; runs the notebooks as usual")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    title = f"Notebooks ({'cold: empty model cache' if args.cold else 'warm model cache'}), fresh kernel each"
+    if not paths:
+        print(f"\n### {title}\n\nNo notebooks found in {NOTEBOOKS.name}/; nothing to run.")
+        return []
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    results = run_all(paths, cold=args.cold, timeout=args.timeout)
+    rows = table_rows(results, args.cold)
+    save_json("notebooks-cold" if args.cold else "notebooks", {"cold": args.cold, "results": results, "rows": rows})
+    print_table(title, rows, columns=COLUMNS)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""Tests for vae_lite.explorer: every widget driven from Python, against direct decodes and closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from vae_lite import explorer, networks, posterior
+
+IMAGE_SHAPE = (8, 8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A small untrained VAE on 8x8 images: its decoder still maps different codes to different images."""
+    return networks.VAE(64, (32,), latent_dim=4, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def model2d():
+    return networks.VAE(64, (32,), latent_dim=2, rngs=nnx.Rngs(1))
+
+
+@pytest.fixture(scope="module")
+def images():
+    x = np.random.default_rng(0).random((30, 64)).astype(np.float32)
+    labels = np.arange(30) % 3
+    return x, labels
+
+
+def direct_decode(model, z):
+    """Reference: the NNX decoder called eagerly, probabilities as an ``IMAGE_SHAPE`` image."""
+    return np.asarray(jax.nn.sigmoid(model.decoder(jnp.asarray(z, jnp.float32)))).reshape(IMAGE_SHAPE)
+
+
+def png_pixels(png):
+    return np.asarray(Image.open(__import__("io").BytesIO(png)))
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def test_interpolate_endpoints_and_midpoint():
+    z0, z1 = jnp.array([0.0, 2.0]), jnp.array([4.0, -2.0])
+    path = explorer.interpolate(z0, z1, jnp.array([0.0, 0.25, 1.0]))
+    assert path.shape == (3, 2)
+    np.testing.assert_allclose(path, [[0, 2], [1, 1], [4, -2]], atol=1e-6)
+
+
+def test_slerp_keeps_radius_and_endpoints():
+    z0, z1 = jnp.array([3.0, 0.0]), jnp.array([0.0, 3.0])
+    t = jnp.linspace(0, 1, 5)
+    path = explorer.slerp(z0, z1, t)
+    np.testing.assert_allclose(jnp.linalg.norm(path, axis=-1), 3.0, atol=1e-5)
+    np.testing.assert_allclose(path[0], z0, atol=1e-5)
+    np.testing.assert_allclose(path[-1], z1, atol=1e-5)
+    # halfway along the quarter circle: angle 45 degrees
+    np.testing.assert_allclose(path[2], 3 * np.array([np.sqrt(0.5), np.sqrt(0.5)]), atol=1e-5)
+    # parallel codes fall back to the straight line (no division by sin 0)
+    np.testing.assert_allclose(explorer.slerp(z0, 2 * z0, t), explorer.interpolate(z0, 2 * z0, t), atol=1e-5)
+
+
+def test_inverse_cdf_grid_against_scipy_free_reference():
+    q = explorer.inverse_cdf_grid(4)
+    # Phi(q_i) = (i + 1/2) / 4, checked with the error function
+    cdf = 0.5 * (1 + jax.scipy.special.erf(q / np.sqrt(2)))
+    np.testing.assert_allclose(cdf, [0.125, 0.375, 0.625, 0.875], atol=1e-6)
+    np.testing.assert_allclose(q, -q[::-1], atol=1e-6)
+
+
+def test_compile_decode_matches_eager_decoder(model):
+    decode = explorer.compile_decode(model.decoder)
+    z = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(decode(z), jax.nn.sigmoid(model.decoder(z)), atol=1e-6)
+
+
+def test_dimension_order_by_average_kl(model, images):
+    order, kl = explorer.dimension_order(model, images[0])
+    mu, log_var = model.encoder(images[0])
+    reference = np.mean(0.5 * (mu**2 + np.exp(log_var) - 1 - log_var), axis=0)
+    np.testing.assert_allclose(kl, reference, rtol=1e-5, atol=1e-6)
+    assert list(order) == list(np.argsort(-reference))
+
+
+def test_to_png_upscales_with_nearest_neighbour():
+    image = np.array([[0.0, 1.0], [1.0, 0.0]])
+    pixels = png_pixels(explorer.to_png(image, scale=3))
+    assert pixels.shape == (6, 6)
+    np.testing.assert_array_equal(pixels[:3, :3], 255)  # 0 = white background
+    np.testing.assert_array_equal(pixels[:3, 3:], 0)  # 1 = black ink
+
+
+# ---------------------------------------------------------------- latent sliders
+
+
+def test_latent_sliders_decode_the_slider_code(model, images):
+    view = explorer.latent_sliders(model, images[0], IMAGE_SHAPE, num_sliders=2)
+    order, _ = explorer.dimension_order(model, images[0])
+    assert view.dims == list(order[:2])
+    np.testing.assert_array_equal(view.z, 0.0)
+    before_png, before = view.png, view.image.copy()
+    view.sliders[0].value = 1.5
+    expected = np.zeros(4, np.float32)
+    expected[order[0]] = 1.5
+    np.testing.assert_allclose(view.z, expected)
+    assert view.png != before_png and not np.allclose(view.image, before)
+    np.testing.assert_allclose(view.image, direct_decode(model, expected), atol=1e-6)
+    # the PNG shows the same image (ink = 1 - brightness), upscaled
+    shown = png_pixels(view.png)[:: view.scale, :: view.scale]
+    np.testing.assert_allclose(shown, np.round(255 * (1 - view.image)), atol=1)
+
+
+def test_out_of_range_values_are_clamped_and_nan_rejected(model, images):
+    view = explorer.latent_sliders(model, images[0], IMAGE_SHAPE, num_sliders=2, limit=3.0)
+    view.sliders[1].value = 10.0
+    assert view.sliders[1].value == 3.0
+    np.testing.assert_allclose(view.image, direct_decode(model, view.z), atol=1e-6)
+    view.sliders[1].value = float("nan")
+    assert view.sliders[1].value == 3.0
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        view.set_code(np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        view.set_code(np.full(4, np.inf))
+
+
+def test_set_code_moves_all_sliders_and_fixed_dims(model, images):
+    view = explorer.latent_sliders(model, images[0], IMAGE_SHAPE, num_sliders=2)
+    z = np.array([0.5, -1.0, 2.0, -0.25], np.float32)
+    view.set_code(z)
+    np.testing.assert_allclose(view.z, z)
+    np.testing.assert_allclose(view.image, direct_decode(model, z), atol=1e-6)
+
+
+# ---------------------------------------------------------------- encode and perturb
+
+
+def test_encode_and_perturb_starts_at_posterior_mean(model, images):
+    x, labels = images
+    view = explorer.encode_and_perturb(model, x, IMAGE_SHAPE, labels=labels, index=3, num_sliders=3)
+    mu = np.asarray(model.encoder(x[3])[0])
+    np.testing.assert_allclose(view.z, mu, atol=1e-5)
+    np.testing.assert_allclose(view.original, x[3].reshape(IMAGE_SHAPE))
+    np.testing.assert_allclose(view.image, direct_decode(model, view.z), atol=1e-6)
+    # picking another image re-encodes; perturbing one slider changes only that dimension
+    view.picker.value = 7
+    np.testing.assert_allclose(view.z, np.asarray(model.encoder(x[7])[0]), atol=1e-5)
+    before = view.image.copy()
+    dim = view.dims[0]
+    view.sliders[0].value = view.sliders[0].value + 1.0
+    expected = np.asarray(model.encoder(x[7])[0]).copy()
+    expected[dim] += 1.0
+    np.testing.assert_allclose(view.z, expected, atol=1e-5)
+    assert not np.allclose(view.image, before)
+    np.testing.assert_allclose(view.image, direct_decode(model, expected), atol=1e-6)
+    # the digit dropdown jumps to the first image with that label
+    view.digit.value = int(np.flatnonzero(labels == 2)[0])
+    assert view.picker.value == 2
+    # out-of-range index: the bounded text box clamps it
+    view.picker.value = 1000
+    assert view.picker.value == len(x) - 1
+
+
+# ---------------------------------------------------------------- interpolation
+
+
+def test_interpolation_slider_follows_both_paths(model, images):
+    x, _ = images
+    view = explorer.interpolation(model, x, IMAGE_SHAPE, index_a=0, index_b=5)
+    mu_a, mu_b = np.asarray(model.encoder(x[0])[0]), np.asarray(model.encoder(x[5])[0])
+    view.t.value = 0.0
+    np.testing.assert_allclose(view.z, mu_a, atol=1e-5)
+    np.testing.assert_allclose(view.image, direct_decode(model, mu_a), atol=1e-6)
+    before = view.image.copy()
+    view.t.value = 0.3
+    np.testing.assert_allclose(view.z, 0.7 * mu_a + 0.3 * mu_b, atol=1e-5)
+    assert not np.allclose(view.image, before)
+    np.testing.assert_allclose(view.image, direct_decode(model, view.z), atol=1e-6)
+    view.path.value = "spherical"
+    np.testing.assert_allclose(view.z, explorer.slerp(mu_a, mu_b, jnp.array([0.3]))[0], atol=1e-5)
+    np.testing.assert_allclose(view.image, direct_decode(model, view.z), atol=1e-6)
+    view.t.value = 1.7
+    assert view.t.value == 1.0
+    np.testing.assert_allclose(view.z, mu_b, atol=1e-4)
+
+
+# ---------------------------------------------------------------- manifold
+
+
+def test_manifold_grid_and_marker(model2d):
+    view = explorer.manifold(model2d, IMAGE_SHAPE, num_points=5)
+    q = np.asarray(explorer.inverse_cdf_grid(5))
+    # tile (row 0, column 4) is the code (q[4], q[4]): top row is the largest z[1]
+    np.testing.assert_allclose(view.grid_image[:8, 32:40], direct_decode(model2d, [q[4], q[4]]), atol=1e-6)
+    np.testing.assert_allclose(view.grid_image[32:40, :8], direct_decode(model2d, [q[0], q[0]]), atol=1e-6)
+    # the marker at a grid code sits at that tile's centre
+    view.sliders[0].value, view.sliders[1].value = float(q[1]), float(q[3])
+    col, row = view.marker_position()
+    np.testing.assert_allclose([col, row], [1.5 * 8, 1.5 * 8], atol=1e-3)
+    np.testing.assert_allclose(view.image, direct_decode(model2d, view.z), atol=1e-6)
+    before = view.png
+    view.sliders[0].value = -2.0
+    assert view.png != before
+    np.testing.assert_allclose(view.image, direct_decode(model2d, [-2.0, q[3]]), atol=1e-6)
+    shown = png_pixels(view.png)
+    assert shown.ndim == 3 and (shown[..., 0] > shown[..., 1] + 100).any()  # the red marker is drawn
+
+
+def test_manifold_needs_a_2d_model(model):
+    with pytest.raises(ValueError, match="latent_dim=2"):
+        explorer.manifold(model, IMAGE_SHAPE)
+
+
+def test_widget_object_displays_live_and_static(model, images):
+    view = explorer.latent_sliders(model, images[0], IMAGE_SHAPE, num_sliders=1)
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["image/png"] == view.png
+
+
+# ---------------------------------------------------------------- lesson 4: ELBO widget
+
+
+@pytest.fixture(scope="module")
+def linear_gaussian():
+    model = posterior.LinearGaussian.random(jax.random.key(0), 3, 1, sigma=0.7)
+    x = model.sample(jax.random.key(1), 1)[1][0]
+    return model, x
+
+
+def closed_form_elbo(model, x, mu, log_var):
+    """ELBO of q = N(mu, e^log_var) for the 1-D-latent linear-Gaussian model, in closed form."""
+    W, b, sigma = np.asarray(model.W, np.float64), np.asarray(model.b, np.float64), model.sigma
+    x, s2 = np.asarray(x, np.float64), np.exp(log_var)
+    D = len(x)
+    resid = x - W[:, 0] * mu - b
+    e_log_lik = -0.5 * D * np.log(2 * np.pi * sigma**2) - (resid @ resid + (W[:, 0] @ W[:, 0]) * s2) / (2 * sigma**2)
+    e_log_prior = -0.5 * np.log(2 * np.pi) - 0.5 * (mu**2 + s2)
+    entropy = 0.5 * np.log(2 * np.pi * np.e * s2)
+    return e_log_lik + e_log_prior + entropy
+
+
+@pytest.mark.parametrize("mu, log_var", [(0.0, 0.0), (0.8, -2.0), (-1.0, -0.5)])
+def test_elbo_widget_against_closed_forms(linear_gaussian, mu, log_var):
+    model, x = linear_gaussian
+    view = explorer.elbo_widget(model.log_joint(x), jnp.linspace(-6, 6, 1201), mu=mu, log_var=log_var)
+    assert (view.mu, view.log_var) == (mu, log_var)
+    np.testing.assert_allclose(view.log_evidence, model.log_evidence(x), atol=1e-4)
+    np.testing.assert_allclose(view.elbo, closed_form_elbo(model, x, mu, log_var), atol=1e-3)
+    m, S = (np.asarray(a, np.float64) for a in model.posterior(x))
+    s2 = np.exp(log_var)
+    kl = 0.5 * (np.log(S[0, 0] / s2) + (s2 + (mu - m[0]) ** 2) / S[0, 0] - 1)
+    np.testing.assert_allclose(view.kl, kl, atol=1e-3)
+    assert view.kl >= 0
+    np.testing.assert_allclose(view.log_evidence, view.elbo + view.kl, atol=1e-9)
+
+
+def test_elbo_widget_sliders_update_live(linear_gaussian):
+    model, x = linear_gaussian
+    view = explorer.elbo_widget(model.log_joint(x), jnp.linspace(-6, 6, 1201))
+    m, S = model.posterior(x)
+    before = view.png
+    view.mu_slider.value = float(m[0])
+    view.log_var_slider.value = float(np.log(S[0, 0]))
+    assert view.png != before
+    np.testing.assert_allclose(view.mu, m[0], atol=0.01)  # the slider rounds to its step
+    np.testing.assert_allclose(view.elbo, closed_form_elbo(model, x, view.mu, view.log_var), atol=1e-3)
+    assert view.kl < 1e-3  # q = posterior: the bound is tight
+    assert str(round(view.kl, 3)) in view.text.value or f"{view.kl:.3f}" in view.text.value
+    view.log_var_slider.value = 100.0  # clamped to the slider's range
+    assert view.log_var == view.log_var_slider.max
+    view.mu_slider.value = float("nan")
+    assert np.isfinite(view.mu) and np.isfinite(view.elbo)
+
+
+def test_elbo_widget_rejects_bad_grid(linear_gaussian):
+    model, x = linear_gaussian
+    with pytest.raises(ValueError, match="1-D"):
+        explorer.elbo_widget(model.log_joint(x), jnp.zeros((3, 3)))

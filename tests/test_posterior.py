@@ -1,0 +1,143 @@
+"""Tests for vae_lite.posterior against the exact linear-Gaussian model and independent formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from vae_lite import posterior
+from vae_lite.distributions import log_bernoulli, log_normal_std
+
+
+def make_model(latent_dim, data_dim=3, sigma=1.0, seed=0):
+    model = posterior.LinearGaussian.random(jax.random.key(seed), data_dim, latent_dim, sigma)
+    _, x = model.sample(jax.random.key(seed + 100), 1)
+    return model, x[0]
+
+
+def conditioned_gaussian(model, x):
+    """p(z|x) from the joint Gaussian of (z, x) by the conditioning formula (an independent route)."""
+    W, b, s2 = (np.asarray(model.W, np.float64), np.asarray(model.b, np.float64), model.sigma**2)
+    cov_xx = W @ W.T + s2 * np.eye(len(b))
+    gain = W.T @ np.linalg.inv(cov_xx)  # Cov(z, x) Cov(x)^-1
+    return gain @ (np.asarray(x, np.float64) - b), np.eye(W.shape[1]) - gain @ W
+
+
+def test_linear_gaussian_exact_formulas():
+    model, x = make_model(2, data_dim=4, sigma=0.7)
+    mean, cov = model.posterior(x)
+    ref_mean, ref_cov = conditioned_gaussian(model, x)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cov, ref_cov, rtol=1e-4, atol=1e-5)
+    cov_x = np.asarray(model.W) @ np.asarray(model.W).T + 0.49 * np.eye(4)
+    ref_log_px = stats.multivariate_normal(np.asarray(model.b), cov_x).logpdf(np.asarray(x))
+    np.testing.assert_allclose(model.log_evidence(x), ref_log_px, rtol=1e-5)
+    # Bayes: log p(x, z) - log p(z|x) = log p(x) at any z
+    z = jnp.array([0.3, -1.2])
+    log_post = stats.multivariate_normal(ref_mean, ref_cov).logpdf(np.asarray(z))
+    np.testing.assert_allclose(model.log_joint(x)(z) - log_post, ref_log_px, rtol=1e-4)
+
+
+def test_linear_gaussian_samples_have_marginal_covariance():
+    model, _ = make_model(2, data_dim=3, sigma=0.5)
+    _, x = model.sample(jax.random.key(7), 40_000)
+    cov_x = model.W @ model.W.T + 0.25 * jnp.eye(3)
+    np.testing.assert_allclose(jnp.mean(x, 0), model.b, atol=0.05)
+    np.testing.assert_allclose(jnp.cov(x, rowvar=False), cov_x, atol=0.1 * float(jnp.max(cov_x)))
+
+
+@pytest.mark.parametrize("latent_dim, points", [(1, 801), (2, 241)])
+def test_grid_posterior_matches_exact_linear_gaussian(latent_dim, points):
+    model, x = make_model(latent_dim)
+    grid = [jnp.linspace(-6.0, 6.0, points)] * latent_dim
+    result = jax.jit(lambda x: posterior.grid_posterior(model.log_joint(x), grid))(x)
+    assert result.points.shape == (points**latent_dim, latent_dim)
+    np.testing.assert_allclose(jnp.sum(jnp.exp(result.log_density)) * result.cell_volume, 1.0, rtol=1e-4)
+    np.testing.assert_allclose(result.log_evidence, model.log_evidence(x), atol=1e-3)
+    mean, cov = posterior.grid_moments(result)
+    exact_mean, exact_cov = model.posterior(x)
+    np.testing.assert_allclose(mean, exact_mean, atol=2e-3)
+    np.testing.assert_allclose(cov, exact_cov, atol=2e-3)
+
+
+def test_make_grid_order_and_normalize_on_grid():
+    points = posterior.make_grid([jnp.array([0.0, 1.0]), jnp.array([10.0, 20.0, 30.0])])
+    np.testing.assert_array_equal(points, [[0, 10], [0, 20], [0, 30], [1, 10], [1, 20], [1, 30]])
+    values = jnp.array([-1000.0, -1001.0, -1002.0])  # far below float32's exp range
+    log_density, log_evidence = posterior.normalize_on_grid(values, 0.5)
+    expected = np.log(0.5 * np.exp(np.array([0.0, -1.0, -2.0])).sum()) - 1000.0
+    np.testing.assert_allclose(log_evidence, expected, rtol=1e-6)
+    np.testing.assert_allclose(jnp.sum(jnp.exp(log_density)) * 0.5, 1.0, rtol=1e-5)
+
+
+def naive_estimates(model, x, num_samples, repeats, seed=0):
+    log_lik = lambda z: model.log_joint(x)(z) - log_normal_std(z)  # noqa: E731
+    keys = jax.random.split(jax.random.key(seed), repeats)
+    fn = jax.jit(jax.vmap(lambda k: posterior.naive_log_evidence(k, log_lik, model.W.shape[1], num_samples)))
+    return np.asarray(fn(keys), np.float64)
+
+
+def test_naive_monte_carlo_bias_and_variance_follow_the_delta_method():
+    model, x = make_model(1, data_dim=2, sigma=1.0, seed=3)
+    exact = float(model.log_evidence(x))
+    # independent reference by quadrature: the relative variance of p(x|z) under the prior,
+    # v = E[p(x|z)^2] / p(x)^2 - 1; for large S, Var[log p_hat] ~ v / S and bias ~ -v / (2 S)
+    z = np.linspace(-10, 10, 20_001)[:, None]
+    log_lik = np.asarray(
+        jax.vmap(lambda z: model.log_joint(x)(z) - log_normal_std(z))(jnp.asarray(z)), np.float64
+    )
+    dz = z[1, 0] - z[0, 0]
+    v = np.sum(np.exp(2 * log_lik) * stats.norm.pdf(z[:, 0])) * dz / np.exp(2 * exact) - 1
+    assert v > 0.05  # the test is informative only if the estimator is noisy
+    biases, variances = [], []
+    for num_samples in (1, 10, 100, 1000):
+        est = naive_estimates(model, x, num_samples, repeats=4000)
+        biases.append(np.mean(est) - exact)
+        variances.append(np.var(est))
+    # Jensen: log of an unbiased estimate is biased low, and the bias shrinks with S
+    assert all(b < 0 for b in biases), biases
+    assert all(abs(b1) > abs(b2) for b1, b2 in zip(biases[:-1], biases[1:], strict=True)), biases
+    assert all(v1 > v2 for v1, v2 in zip(variances[:-1], variances[1:], strict=True)), variances
+    # variance ~ 1/S: ten times the samples, about a tenth of the variance, at large S
+    assert 7 < variances[2] / variances[3] < 13, variances
+    np.testing.assert_allclose(variances[3], v / 1000, rtol=0.15)
+    np.testing.assert_allclose(biases[3], -v / 2000, rtol=0.5, atol=3 * np.sqrt(variances[3] / 4000))
+
+
+def test_decoder_log_joint_and_likelihood():
+    w = jnp.array([[1.0, -2.0, 0.5], [0.3, 0.0, -1.0]])  # latent_dim 2 -> 3 pixels
+
+    def decoder(z):
+        return z @ w
+
+    x, z = jnp.array([1.0, 0.0, 1.0]), jnp.array([0.4, -0.7])
+    probs = np.asarray(jax.nn.sigmoid(decoder(z)))
+    ref = stats.bernoulli.logpmf(np.asarray(x), probs).sum()
+    np.testing.assert_allclose(posterior.decoder_log_likelihood(decoder, x)(z), ref, rtol=1e-5)
+    ref_joint = ref + stats.multivariate_normal(np.zeros(2), np.eye(2)).logpdf(np.asarray(z))
+    np.testing.assert_allclose(posterior.decoder_log_joint(decoder, x)(z), ref_joint, rtol=1e-5)
+    np.testing.assert_allclose(
+        posterior.decoder_log_joint(decoder, x)(z), log_bernoulli(x, decoder(z)) + log_normal_std(z)
+    )
+
+
+def test_grid_evaluations():
+    assert [posterior.grid_evaluations(100, d) for d in (1, 2, 5)] == [100, 10_000, 10**10]
+    assert posterior.grid_evaluations(100, 20) == 10**40  # exact Python int
+
+
+def test_bad_shapes_raise():
+    model, x = make_model(2)
+    with pytest.raises(ValueError, match="one data point"):
+        model.log_evidence(jnp.ones(5))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        posterior.make_grid([jnp.ones((2, 2))])
+    with pytest.raises(ValueError, match="to a scalar"):
+        posterior.grid_posterior(lambda z: jnp.stack([z.sum(), z.sum()]), [jnp.linspace(-1, 1, 5)])
+    with pytest.raises(ValueError, match="1-D array"):
+        posterior.normalize_on_grid(jnp.zeros((3, 3)), 1.0)
+    with pytest.raises(ValueError, match="positive integers"):
+        posterior.naive_log_evidence(jax.random.key(0), lambda z: z.sum(), 2, 0)
+    with pytest.raises(ValueError, match="one flat image"):
+        posterior.decoder_log_joint(lambda z: z, jnp.ones((2, 3)))

@@ -1,0 +1,143 @@
+"""Trainer and model cache on the small digits set (seconds, not minutes)."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vae_lite import data, training
+from vae_lite.distributions import kl_normal_std, log_bernoulli
+
+SMALL = training.TrainConfig(dataset="digits", hidden=(32,), latent_dim=2, epochs=3, batch_size=64)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAE_LITE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def _params(model):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))]
+
+
+def test_vae_terms_match_a_direct_computation():
+    model = training.build_model(SMALL, 64)
+    x = data.binarize_fixed(data.load("digits").x_test[:5])
+    key = jax.random.key(0)
+    recon, kl = training.vae_terms(model, key, x)
+    mu, log_var = model.encoder(x)
+    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
+    p = jax.nn.sigmoid(model.decoder(z))
+    manual_recon = jnp.sum(x * jnp.log(p) + (1 - x) * jnp.log1p(-p), axis=-1)
+    manual_kl = -0.5 * jnp.sum(1 + log_var - mu**2 - jnp.exp(log_var), axis=-1)
+    np.testing.assert_allclose(recon, manual_recon, rtol=1e-4)
+    np.testing.assert_allclose(kl, manual_kl, rtol=1e-4)
+    assert recon.shape == kl.shape == (5,)
+
+
+def test_training_improves_elbo_and_is_deterministic(digits):
+    a = training.train(SMALL, digits, progress=False)
+    b = training.train(SMALL, digits, progress=False, retrain=True)
+    h = a.history
+    assert set(h) == {"elbo", "recon", "kl", "seconds"} and len(h["elbo"]) == 3
+    assert h["elbo"][-1] > h["elbo"][0]
+    np.testing.assert_allclose(h["elbo"], np.array(h["recon"]) - np.array(h["kl"]), rtol=1e-6)
+    for p, q in zip(_params(a.model), _params(b.model)):
+        np.testing.assert_array_equal(p, q)
+    # The trained model's test ELBO beats the untrained one's.
+    x = data.binarize_fixed(digits.x_test)
+    fresh = training.evaluate(training.build_model(SMALL, 64), jax.random.key(0), x)["elbo"]
+    assert training.evaluate(a.model, jax.random.key(0), x)["elbo"] > fresh + 5
+
+
+def test_cache_hit_returns_same_parameters_quickly(digits):
+    first = training.train(SMALL, digits, progress=False)
+    start = time.perf_counter()
+    again = training.train(SMALL, digits, progress=False)
+    assert again.from_cache and not first.from_cache
+    assert time.perf_counter() - start < 2.0
+    assert again.history["elbo"] == first.history["elbo"]
+    for p, q in zip(_params(first.model), _params(again.model)):
+        np.testing.assert_array_equal(p, q)
+    changed = training.train(dataclasses.replace(SMALL, beta=0.5), digits, progress=False)
+    assert not changed.from_cache
+    assert not training.train(SMALL, digits, progress=False, retrain=True).from_cache
+
+
+def test_autoencoder_trains(digits):
+    result = training.train(SMALL, digits, progress=False, model="ae")
+    assert result.history["kl"] == [0.0] * 3
+    assert result.history["recon"][-1] > result.history["recon"][0]
+
+
+def test_nan_loss_stops_with_epoch_and_hint(digits):
+    with pytest.raises(training.TrainingDivergedError, match="epoch 1.*learning_rate"):
+        training.train(SMALL, digits, progress=False, learning_rate=1e30)
+
+
+def test_bad_training_data_rejected(digits):
+    bad = dataclasses.replace(digits, x_train=digits.x_train * 255)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        training.train(SMALL, bad, progress=False)
+    with pytest.raises(ValueError, match="model"):
+        training.TrainConfig(model="gan")
+
+
+def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
+    path = tmp_path / "m.npz"
+    training.save_model(path, training.build_model(SMALL, 64))
+    other = training.build_model(dataclasses.replace(SMALL, hidden=(16,)), 64)
+    with pytest.raises(training.CheckpointMismatchError, match="different architecture"):
+        training.load_model(path, other)
+    path.write_bytes(b"garbage")
+    with pytest.raises(training.CheckpointMismatchError, match="not a readable"):
+        training.load_model(path, other)
+
+
+_WRITER = """
+import sys
+from vae_lite import training
+cfg = training.TrainConfig(dataset="digits", hidden=(512, 512), latent_dim=2)
+model = training.build_model(cfg, 784)
+print("ready", flush=True)
+while True:
+    training.save_model(sys.argv[1], model, {"n": 1})
+"""
+
+
+def test_killed_save_leaves_previous_entry_or_nothing(tmp_path):
+    path = tmp_path / "model.npz"
+    cfg = training.TrainConfig(dataset="digits", hidden=(512, 512), latent_dim=2)
+    for delay in (0.05, 0.3, 0.7):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        if path.exists():  # whatever is there must be a complete, loadable model
+            assert training.load_model(path, training.build_model(cfg, 784)) == {"n": 1}
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
+    # A killed writer may leave its own temporary file, but never under the model's name.
+    assert all(name.endswith(".tmp") for name in leftovers)
+
+
+def test_unreadable_cache_entry_is_retrained(digits):
+    first = training.train(SMALL, digits, progress=False)
+    path = training.cache_path(first.config, digits)
+    path.write_bytes(path.read_bytes()[:100])
+    again = training.train(SMALL, digits, progress=False)
+    assert not again.from_cache

@@ -1,0 +1,460 @@
+"""Live latent-space widgets: sliders that decode instantly (lesson 7; the ELBO widget of lesson 4).
+
+Every widget is an explicit ipywidgets layout around an ``ipywidgets.Image``. The decoder is
+split from its NNX module once and compiled (``jax.jit``) for a fixed input shape, then warmed
+up before the widget is shown, so a slider change costs one small matrix product plus a PNG
+encoding (a few milliseconds). Each builder returns an object with ``.widget`` (to display)
+and its state (``.z``, the current code, and ``.image``, the current decoded image in [0, 1]),
+so tests and notebooks can drive it from Python by setting slider values. Displaying the
+object itself also stores a static PNG of the current picture, for readers of a saved notebook.
+"""
+
+import io
+import math
+
+import ipywidgets as widgets
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+
+from vae_lite.distributions import kl_normal_std
+from vae_lite.posterior import grid_posterior
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def interpolate(z0, z1, t):
+    """Linear interpolation ``(1 - t) z0 + t z1``.
+
+    Args:
+        z0, z1: ``(d,)`` codes.
+        t: ``(T,)`` positions in [0, 1] (``t = 0`` gives ``z0``).
+
+    Returns:
+        ``(T, d)`` codes. Introduced in lesson 7 (exercise ex07_interpolate).
+    """
+    t = jnp.asarray(t)[:, None]
+    return (1 - t) * jnp.asarray(z0) + t * jnp.asarray(z1)
+
+
+def slerp(z0, z1, t):
+    r"""Spherical interpolation: along the great circle, radius interpolated linearly.
+
+    .. math:: z(t) = \frac{\sin((1-t)\theta)}{\sin\theta} z_0 + \frac{\sin(t\theta)}{\sin\theta} z_1,
+        \quad \cos\theta = \frac{z_0 \cdot z_1}{|z_0| |z_1|}
+
+    Typical codes of a d-dimensional unit Gaussian lie near the sphere of radius sqrt(d);
+    the straight line between two of them passes closer to the origin, the great circle
+    does not. Shapes as in :func:`interpolate`; falls back to it for (anti)parallel codes.
+    Introduced in lesson 7.
+    """
+    z0, z1, t = jnp.asarray(z0), jnp.asarray(z1), jnp.asarray(t)[:, None]
+    n0, n1 = jnp.linalg.norm(z0), jnp.linalg.norm(z1)
+    cos = jnp.clip(z0 @ z1 / jnp.maximum(n0 * n1, 1e-12), -1.0, 1.0)
+    theta = jnp.arccos(cos)
+    safe = jnp.where(jnp.sin(theta) > 1e-6, jnp.sin(theta), 1.0)
+    u0, u1 = z0 / jnp.maximum(n0, 1e-12), z1 / jnp.maximum(n1, 1e-12)
+    direction = (jnp.sin((1 - t) * theta) * u0 + jnp.sin(t * theta) * u1) / safe
+    radius = (1 - t) * n0 + t * n1
+    return jnp.where(jnp.sin(theta) > 1e-6, radius * direction, interpolate(z0, z1, t[:, 0]))
+
+
+def inverse_cdf_grid(num_points):
+    r"""Normal quantiles :math:`\Phi^{-1}((i + 1/2) / n)`, i = 0..n-1, shape ``(num_points,)``.
+
+    Equal steps in probability, not in z: each grid cell holds the same prior mass.
+    Introduced in lesson 7 (exercise ex07_inverse_cdf).
+    """
+    return jax.scipy.stats.norm.ppf((jnp.arange(num_points) + 0.5) / num_points)
+
+
+def compile_decode(decoder):
+    """Split an NNX decoder once and ``jax.jit`` a pure ``z (n, d) -> pixel probabilities (n, D)``.
+
+    The parameters are an argument of the compiled function (not baked in as constants).
+    Each distinct batch size compiles once; call it once to warm up before showing a widget.
+    """
+    graphdef, state = nnx.split(decoder)
+
+    @jax.jit
+    def decode(state, z):
+        return jax.nn.sigmoid(nnx.merge(graphdef, state)(z))
+
+    return lambda z: np.asarray(decode(state, jnp.asarray(z, jnp.float32)))
+
+
+def encode_means(model, x):
+    """Posterior means ``(n, d)`` of a VAE (or the codes of a plain autoencoder) for images ``x (n, D)``."""
+    graphdef, state = nnx.split(model.encoder)
+    out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(x, jnp.float32))
+    return np.asarray(out[0] if isinstance(out, tuple) else out)
+
+
+def dimension_order(model, x):
+    """Latent dimensions sorted by average KL(q(z_j|x) || N(0, 1)) over images ``x``, largest first.
+
+    Returns ``(order (d,), kl_per_dim (d,))``; dimensions with ~0 nats are unused by the model.
+    """
+    mu, log_var = model.encoder(jnp.asarray(x, jnp.float32))
+    kl = np.asarray(jnp.mean(kl_normal_std(mu[..., None], log_var[..., None]), axis=0))  # (d,) per dimension
+    return np.argsort(-kl, kind="stable"), kl
+
+
+def to_png(image, scale=6):
+    """PNG bytes of ``image`` ``(h, w)`` in [0, 1] (dark ink on white) or uint8 ``(h, w, 3)``, upscaled."""
+    if image.ndim == 2:
+        image = np.round(255 * (1 - np.clip(image, 0, 1))).astype(np.uint8)
+    img = Image.fromarray(image)
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    img.save(buffer, format="png", compress_level=1)
+    return buffer.getvalue()
+
+
+def side_by_side(images, gap=1):
+    """Images ``(h, w)`` (same shape) in a row, separated by ``gap`` white columns."""
+    h, w = images[0].shape
+    canvas = np.zeros((h, len(images) * (w + gap) - gap), np.float32)
+    for i, img in enumerate(images):
+        canvas[:, i * (w + gap) : i * (w + gap) + w] = img
+    return canvas
+
+
+def _slider(description, value, limit, step=0.01, lo=None):
+    # continuous_update: a decode costs a few ms, so the image follows the drag.
+    return widgets.FloatSlider(
+        value=float(np.clip(value, -limit if lo is None else lo, limit)), min=-limit if lo is None else lo,
+        max=limit, step=step, description=description, continuous_update=True, readout_format=".2f",
+    )
+
+
+def _check_code(z, latent_dim):
+    z = np.asarray(z, np.float32)
+    if z.shape != (latent_dim,):
+        raise ValueError(f"z must have shape ({latent_dim},) (one code), got {z.shape}.")
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"z must be finite, got {z}.")
+    return z
+
+
+class _View:
+    """Shared plumbing: one ``ipywidgets.Image`` showing ``self.picture()``, redrawn by ``refresh``."""
+
+    scale = 6
+
+    def _init_view(self, children):
+        self.image_widget = widgets.Image(format="png")
+        self.widget = widgets.VBox([*children, self.image_widget])
+        self._hold = False
+        self.refresh()
+
+    def _guard(self, change):
+        """Observer for every slider: reject non-finite values, then redraw."""
+        if not math.isfinite(change["new"]):
+            change["owner"].value = change["old"]
+            return
+        if not self._hold:
+            self.refresh()
+
+    def refresh(self):
+        self.image_widget.value = to_png(self.picture(), self.scale)
+
+    @property
+    def png(self):
+        return self.image_widget.value
+
+    def _repr_mimebundle_(self, **kwargs):
+        # Live widget for Jupyter/Voila; the static PNG is what a saved notebook shows elsewhere.
+        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": self.png}
+
+
+# ---------------------------------------------------------------- latent sliders
+
+
+class LatentSliders(_View):
+    """Sliders over chosen latent dimensions; the others stay fixed at ``base``.
+
+    Attributes:
+        sliders: one ``FloatSlider`` per dimension in ``dims`` (values clamped to ±limit).
+        z: the current code ``(d,)``; image: the decoded image ``(h, w)`` in [0, 1].
+    """
+
+    def __init__(self, decode, base, dims, image_shape, *, limit=3.0, kl=None, extra=()):
+        self.decode, self.image_shape, self.dims = decode, tuple(image_shape), [int(i) for i in dims]
+        self.base = _check_code(base, len(base))
+        self.sliders = []
+        for i in self.dims:
+            label = f"z[{i}]" if kl is None else f"z[{i}] {kl[i]:.1f}n"
+            slider = _slider(label, self.base[i], limit)
+            slider.observe(self._guard, names="value")
+            self.sliders.append(slider)
+        self.extra = list(extra)
+        self._init_view([*self.extra, widgets.VBox(self.sliders)])
+
+    @property
+    def z(self):
+        z = self.base.copy()
+        z[self.dims] = [s.value for s in self.sliders]
+        return z
+
+    def set_code(self, z):
+        """Set the fixed code and every slider to ``z (d,)`` (slider values clamped), one redraw."""
+        self.base = _check_code(z, len(self.base))
+        self._hold = True
+        try:
+            for i, slider in zip(self.dims, self.sliders):
+                slider.value = float(np.clip(self.base[i], slider.min, slider.max))
+        finally:
+            self._hold = False
+        self.refresh()
+
+    def picture(self):
+        self.image = self.decode(self.z[None])[0].reshape(self.image_shape)
+        return self.image
+
+
+def latent_sliders(model, x, image_shape, *, num_sliders=8, limit=3.0):
+    """Sliders for the ``num_sliders`` latent dimensions with the largest average KL on images ``x``.
+
+    The other dimensions stay at 0 (the prior mean). Introduced in lesson 7.
+
+    Args:
+        model: a trained :class:`vae_lite.networks.VAE`.
+        x: ``(n, D)`` images used to rank dimensions (a few hundred test images suffice).
+        image_shape: ``(h, w)``.
+    """
+    order, kl = dimension_order(model, x)
+    decode = compile_decode(model.decoder)
+    return LatentSliders(decode, np.zeros(model.latent_dim), order[:num_sliders], image_shape, limit=limit, kl=kl)
+
+
+class EncodePerturb(LatentSliders):
+    """Pick a test image; the sliders start at its posterior mean; original next to decoded."""
+
+    def __init__(self, decode, means, x, image_shape, dims, *, labels=None, index=0, limit=4.0, kl=None):
+        self.means, self.x = means, np.asarray(x)
+        self.picker = widgets.BoundedIntText(value=index, min=0, max=len(x) - 1, description="test image",
+                                             continuous_update=False)
+        extra = [self.picker]
+        if labels is not None:
+            firsts = {int(d): int(np.flatnonzero(labels == d)[0]) for d in np.unique(labels)}
+            self.digit = widgets.Dropdown(options=[(f"first {d}", i) for d, i in firsts.items()],
+                                          value=None, description="or digit")
+            self.digit.observe(lambda c: c["new"] is not None and setattr(self.picker, "value", c["new"]), "value")
+            extra.append(self.digit)
+        super().__init__(decode, means[index], dims, image_shape, limit=limit, kl=kl, extra=extra)
+        self.picker.observe(lambda c: self.set_code(self.means[c["new"]]), names="value")
+
+    @property
+    def original(self):
+        return self.x[self.picker.value].reshape(self.image_shape)
+
+    def picture(self):
+        super().picture()
+        return side_by_side([self.original, self.image])
+
+
+def encode_and_perturb(model, x, image_shape, *, labels=None, index=0, num_sliders=8, limit=4.0):
+    """Encode test image ``x[index]``, start the sliders at its posterior mean, show both images.
+
+    Args as for :func:`latent_sliders`, plus ``labels (n,)`` for a digit dropdown. Lesson 7.
+    """
+    order, kl = dimension_order(model, x[:1000])
+    decode = compile_decode(model.decoder)
+    return EncodePerturb(decode, encode_means(model, x), x, image_shape, order[:num_sliders],
+                         labels=labels, index=index, limit=limit, kl=kl)
+
+
+# ---------------------------------------------------------------- interpolation
+
+
+class Interpolation(_View):
+    """Slider t in [0, 1] between the codes of two images: image A, decoded z(t), image B."""
+
+    paths = {"linear": interpolate, "spherical": slerp}
+
+    def __init__(self, decode, z_a, z_b, x_a, x_b, image_shape):
+        self.decode, self.image_shape = decode, tuple(image_shape)
+        self.z_a, self.z_b = _check_code(z_a, len(z_a)), _check_code(z_b, len(z_a))
+        self.x_a, self.x_b = np.asarray(x_a).reshape(image_shape), np.asarray(x_b).reshape(image_shape)
+        self.t = widgets.FloatSlider(0.5, min=0, max=1, step=0.01, description="t", continuous_update=True)
+        self.path = widgets.ToggleButtons(options=list(self.paths), description="path")
+        self.t.observe(self._guard, names="value")
+        self.path.observe(lambda _: self.refresh(), names="value")
+        self._init_view([self.t, self.path])
+
+    @property
+    def z(self):
+        return np.asarray(self.paths[self.path.value](self.z_a, self.z_b, jnp.array([self.t.value])))[0]
+
+    def picture(self):
+        self.image = self.decode(self.z[None])[0].reshape(self.image_shape)
+        return side_by_side([self.x_a, self.image, self.x_b])
+
+
+def interpolation(model, x, image_shape, *, index_a=0, index_b=1):
+    """Interpolate between the posterior means of ``x[index_a]`` and ``x[index_b]``. Lesson 7."""
+    means = encode_means(model, x[[index_a, index_b]])
+    decode = compile_decode(model.decoder)
+    return Interpolation(decode, means[0], means[1], x[index_a], x[index_b], image_shape)
+
+
+# ---------------------------------------------------------------- 2-D manifold
+
+
+class Manifold(_View):
+    """A 2-d model's decoded grid at Normal quantiles, the slider point marked, its decode beside it."""
+
+    scale = 2
+
+    def __init__(self, decode, image_shape, *, num_points=15, limit=3.0):
+        self.decode, self.image_shape, self.num_points = decode, tuple(image_shape), num_points
+        h, w = self.image_shape
+        q = np.asarray(inverse_cdf_grid(num_points))
+        z1, z2 = np.meshgrid(q, q[::-1])  # rows: z2 from high (top) to low; columns: z1
+        tiles = decode(np.stack([z1.ravel(), z2.ravel()], -1)).reshape(num_points, num_points, h, w)
+        self.grid_image = tiles.transpose(0, 2, 1, 3).reshape(num_points * h, num_points * w)
+        self.sliders = [_slider(f"z[{i}]", 0.0, limit) for i in range(2)]
+        for s in self.sliders:
+            s.observe(self._guard, names="value")
+        self._init_view([widgets.HBox(self.sliders)])
+
+    @property
+    def z(self):
+        return np.array([s.value for s in self.sliders], np.float32)
+
+    def marker_position(self):
+        """Pixel ``(column, row)`` of ``z`` on the grid image: cell i's centre is Phi^{-1}((i + 1/2)/n)."""
+        cdf = np.asarray(jax.scipy.stats.norm.cdf(self.z))
+        h, w = self.image_shape
+        return cdf[0] * self.num_points * w, (1 - cdf[1]) * self.num_points * h
+
+    def picture(self):
+        self.image = self.decode(self.z[None])[0].reshape(self.image_shape)
+        h, w = self.image_shape
+        big = np.kron(self.image, np.ones((self.num_points // 3, self.num_points // 3)))
+        canvas = np.ones((self.grid_image.shape[0], self.grid_image.shape[1] + w + big.shape[1]), np.float32)
+        canvas[:, : self.grid_image.shape[1]] = self.grid_image
+        canvas[: big.shape[0], -big.shape[1] :] = big[: canvas.shape[0]]
+        rgb = np.repeat(np.round(255 * (1 - canvas)).astype(np.uint8)[..., None], 3, axis=-1)
+        col, row = self.marker_position()
+        r = max(w // 4, 3)
+        rgb[max(int(row) - r, 0) : int(row) + r, int(np.clip(col, 0, canvas.shape[1] - 1))] = (220, 30, 30)
+        rgb[int(np.clip(row, 0, canvas.shape[0] - 1)), max(int(col) - r, 0) : int(col) + r] = (220, 30, 30)
+        return rgb
+
+
+def manifold(model, image_shape, *, num_points=15, limit=3.0):
+    """The decoded 2-D latent manifold of a ``latent_dim=2`` model, with a movable marked point. Lesson 7."""
+    if model.latent_dim != 2:
+        raise ValueError(f"manifold needs a model with latent_dim=2, got latent_dim={model.latent_dim}.")
+    return Manifold(compile_decode(model.decoder), image_shape, num_points=num_points, limit=limit)
+
+
+# ---------------------------------------------------------------- lesson 4: ELBO widget
+
+
+class ElboWidget(_View):
+    r"""Sliders for a 1-D Gaussian q(z) = N(mu, e^{log_var}); log p(x), ELBO and KL by quadrature.
+
+    On the grid, q is normalised like the posterior, so the identity
+    log p(x) = ELBO(q) + KL(q || p(z|x)) holds exactly (KL of the two discretised distributions).
+    """
+
+    def __init__(self, log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None):
+        self.z_grid = np.asarray(grid_axis, np.float64)
+        if self.z_grid.ndim != 1 or len(self.z_grid) < 3:
+            raise ValueError(f"grid_axis must be a 1-D array of at least 3 points, got shape {self.z_grid.shape}.")
+        post = grid_posterior(lambda z: log_joint(z), [jnp.asarray(grid_axis)])
+        self.log_evidence = float(post.log_evidence)
+        self.log_cell = float(np.log(post.cell_volume))
+        self.log_post = np.asarray(post.log_density, np.float64)  # (G,) log p(z_g|x)
+        self.log_joint_values = self.log_post + self.log_evidence
+        lo, hi = float(self.z_grid[0]), float(self.z_grid[-1])
+        spacing = (hi - lo) / (len(self.z_grid) - 1)
+        if log_var_range is None:
+            log_var_range = (round(2 * np.log(2 * spacing), 1), round(2 * np.log((hi - lo) / 2), 1))
+        self.mu_slider = widgets.FloatSlider(float(np.clip(mu, lo, hi)), min=lo, max=hi, step=spacing,
+                                             description="mu", continuous_update=True, readout_format=".2f")
+        self.log_var_slider = _slider("log_var", log_var, log_var_range[1], 0.05, lo=log_var_range[0])
+        self.text = widgets.HTML()
+        self._figure()
+        for s in (self.mu_slider, self.log_var_slider):
+            s.observe(self._guard, names="value")
+        self._init_view([self.mu_slider, self.log_var_slider, self.text])
+
+    @property
+    def mu(self):
+        return self.mu_slider.value
+
+    @property
+    def log_var(self):
+        return self.log_var_slider.value
+
+    def q_log_density(self):
+        """log q(z_g) on the grid, normalised by quadrature, ``(G,)``."""
+        log_q = -0.5 * (np.log(2 * np.pi) + self.log_var + (self.z_grid - self.mu) ** 2 / np.exp(self.log_var))
+        m = log_q.max()
+        return log_q - (m + np.log(np.sum(np.exp(log_q - m)))) - self.log_cell
+
+    def _figure(self):
+        self.fig = Figure(figsize=(5, 2.4), dpi=80)
+        self.canvas = FigureCanvasAgg(self.fig)
+        ax = self.ax = self.fig.add_subplot()
+        ax.plot(self.z_grid, np.exp(self.log_post), "k", label="p(z|x), exact on the grid")
+        # q is drawn over a cached background (blitting): a full redraw only when the y-range must change.
+        (self.q_line,) = ax.plot(self.z_grid, np.exp(self.log_post), "C1", lw=2, animated=True,
+                                 label="q(z) = N(mu, exp(log_var))")
+        ax.set_xlabel("z")
+        ax.set_ylabel("density")
+        ax.legend(loc="upper right", fontsize=8)
+        self.fig.tight_layout()
+        self.background = None
+
+    def picture(self):
+        log_q = self.q_log_density()
+        weights = np.exp(log_q + self.log_cell)  # quadrature weights of q, sum to 1
+        self.elbo = float(np.sum(weights * (self.log_joint_values - log_q)))
+        self.kl = self.log_evidence - self.elbo
+        self.text.value = (
+            f"<b>log p(x)</b> = {self.log_evidence:.3f} &nbsp; = &nbsp; <b>ELBO</b> {self.elbo:.3f}"
+            f" &nbsp;+&nbsp; <b>KL(q || p(z|x))</b> {self.kl:.3f} &nbsp; (nats)"
+        )
+        q = np.exp(log_q)
+        self.q_line.set_ydata(q)
+        top = 1.1 * max(np.exp(self.log_post).max(), q.max())
+        if self.background is None or not (self.ax.get_ylim()[1] / 2 < top <= self.ax.get_ylim()[1]):
+            self.ax.set_ylim(0, top)
+            self.canvas.draw()
+            self.background = self.canvas.copy_from_bbox(self.fig.bbox)
+        self.canvas.restore_region(self.background)
+        self.ax.draw_artist(self.q_line)
+        return np.asarray(self.canvas.buffer_rgba())[..., :3]
+
+    def refresh(self):
+        self.image_widget.value = to_png(self.picture(), scale=1)
+
+
+def elbo_widget(log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None):
+    r"""Sliders for q's mean and log-variance with log p(x), ELBO and KL(q || p(z|x)) shown live.
+
+    For a 1-D latent model. Everything is by quadrature on ``grid_axis``, so the numbers are
+    deterministic and respond instantly: log p(x) from :func:`vae_lite.posterior.grid_posterior`,
+    ELBO(q) = sum_g q_g [log p(x, z_g) - log q_g] dz, and KL = log p(x) - ELBO >= 0.
+
+    Args:
+        log_joint: ``z (1,) -> log p(x, z)`` (scalar).
+        grid_axis: ``(G,)`` evenly spaced latent values covering the posterior.
+        mu, log_var: initial parameters of q (clamped to the slider ranges).
+        log_var_range: ``(min, max)`` of the log-variance slider (default from the grid spacing and width).
+
+    Returns:
+        an :class:`ElboWidget` (``.widget``, ``.mu``, ``.log_var``, ``.elbo``, ``.kl``, ``.log_evidence``).
+        Introduced in lesson 4.
+    """
+    return ElboWidget(log_joint, grid_axis, mu=mu, log_var=log_var, log_var_range=log_var_range)

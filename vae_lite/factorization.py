@@ -1,0 +1,168 @@
+r"""The likelihood of a whole data set and when it factorises (lesson 1).
+
+For a data set X = (x_1, ..., x_N) and model parameters theta,
+
+.. math:: p(X | \theta) = \prod_{i=1}^N p(x_i | \theta)
+
+holds when the points are i.i.d. *given* theta: no latent variable is shared by all
+points (each x_i may still have its own local z_i). This module holds the simplest
+image model for which that is true (independent Bernoulli pixels), a counter-example
+with a shared global latent (a Beta prior on the pixel probabilities, integrated out
+exactly), and the minibatch estimate that the factorisation makes unbiased.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import betaln
+
+from vae_lite.distributions import check_floating
+
+
+def _check_images(name, x, ndim=(2,)):
+    check_floating(name, x)
+    if jnp.ndim(x) not in ndim:
+        expected = " or ".join(f"{d}-D" for d in ndim)
+        raise ValueError(
+            f"{name} must be a {expected} array (num_images, pixels), got shape {jnp.shape(x)}. "
+            "Flatten images first: x.reshape(len(x), -1)."
+        )
+
+
+def _check_pixels(x, probs):
+    if jnp.ndim(x) == 0 or jnp.shape(probs) != jnp.shape(x)[-1:]:
+        raise ValueError(
+            f"probs must have shape (pixels,) = {jnp.shape(x)[-1:]} to match x {jnp.shape(x)}, "
+            f"got {jnp.shape(probs)}: one probability per pixel."
+        )
+
+
+def fit_pixel_probs(x, pseudo_count=1.0):
+    r"""Fit independent Bernoulli pixel probabilities to binary images.
+
+    .. math:: \hat p_j = \frac{\sum_i x_{ij} + \alpha}{N + 2\alpha}
+
+    ``pseudo_count`` alpha = 0 gives the maximum-likelihood estimate (the pixel means);
+    alpha = 1 (Laplace smoothing) keeps every probability strictly inside (0, 1), so a
+    pixel that is always off in training does not give a test image log-probability -inf.
+
+    Args:
+        x: ``(num_images, pixels)`` binary images (float).
+        pseudo_count: alpha >= 0.
+
+    Returns:
+        ``(pixels,)`` probabilities. Introduced in lesson 1.
+    """
+    _check_images("x", x)
+    if pseudo_count < 0:
+        raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}.")
+    return (jnp.sum(x, axis=0) + pseudo_count) / (x.shape[0] + 2 * pseudo_count)
+
+
+def image_log_likelihood(x, probs):
+    r"""Log-probability of binary images under independent Bernoulli pixels (per-pixel factorisation).
+
+    .. math:: \log p(x | p) = \sum_{j=1}^D x_j \log p_j + (1 - x_j) \log(1 - p_j)
+
+    Args:
+        x: ``(..., pixels)`` binary images (float).
+        probs: ``(pixels,)`` pixel probabilities in (0, 1).
+
+    Returns:
+        ``(...)`` log-probabilities, one per image. Introduced in lesson 1
+        (exercise ``ex01_image_log_lik``).
+    """
+    check_floating("x", x)
+    _check_pixels(x, probs)
+    # xlogy keeps 0 * log 0 = 0, so a probability of exactly 0 or 1 is fine where it is not contradicted
+    return jnp.sum(jax.scipy.special.xlogy(x, probs) + jax.scipy.special.xlog1py(1 - x, -probs), axis=-1)
+
+
+def dataset_log_likelihood(x, probs):
+    r"""log p(X) of a whole data set under the i.i.d. per-pixel Bernoulli model.
+
+    .. math:: \log p(X | p) = \sum_{i=1}^N \log p(x_i | p)
+
+    Args:
+        x: ``(num_images, pixels)`` binary images.
+        probs: ``(pixels,)`` pixel probabilities.
+
+    Returns:
+        scalar. Introduced in lesson 1.
+    """
+    _check_images("x", x)
+    return jnp.sum(image_log_likelihood(x, probs))
+
+
+def beta_bernoulli_log_marginal(x, a=1.0, b=1.0):
+    r"""Exact log p(X) when every pixel's probability theta_j is shared by ALL images and integrated out.
+
+    .. math:: \log p(X) = \sum_j \log \int \prod_i \theta_j^{x_{ij}} (1-\theta_j)^{1-x_{ij}}
+        \,\mathrm{Beta}(\theta_j; a, b)\, d\theta_j
+        = \sum_j \log B(a + k_j, b + N - k_j) - \log B(a, b),
+        \quad k_j = \textstyle\sum_i x_{ij}
+
+    theta is a *global* latent variable: given it the images are independent, but
+    integrated out it couples them, so log p(X) != sum_i log p(x_i).
+
+    Args:
+        x: ``(N,)`` one pixel across N images, or ``(N, pixels)`` images (each pixel
+            with its own shared theta_j; the result sums over pixels).
+        a, b: Beta prior parameters (> 0), scalars or ``(pixels,)``.
+
+    Returns:
+        scalar log p(x_1, ..., x_N). Introduced in lesson 1 (exercise ``ex01_shared_theta``).
+    """
+    _check_images("x", x, ndim=(1, 2))
+    num_images = x.shape[0]
+    k = jnp.sum(x, axis=0)  # () or (pixels,)
+    return jnp.sum(betaln(a + k, b + num_images - k) - betaln(a, b))
+
+
+def beta_bernoulli_single_log_marginals(x, a=1.0, b=1.0):
+    r"""log p(x_i) of each image *on its own* under the same Beta-Bernoulli model.
+
+    With N = 1 the integral is the prior mean: p(x_ij = 1) = a / (a + b), so
+
+    .. math:: \log p(x_i) = \sum_j x_{ij} \log\frac{a}{a+b} + (1 - x_{ij}) \log\frac{b}{a+b}
+
+    Args:
+        x: ``(N, pixels)`` binary images.
+        a, b: Beta prior parameters (> 0), scalars or ``(pixels,)``.
+
+    Returns:
+        ``(N,)`` log-marginals; their sum is what log p(X) would be if theta were not shared.
+        Introduced in lesson 1.
+    """
+    _check_images("x", x)
+    prior_mean = jnp.broadcast_to(a / (a + b), x.shape[-1:])
+    return image_log_likelihood(x, prior_mean)
+
+
+def minibatch_log_likelihood(key, log_likelihood, x, batch_size):
+    r"""Unbiased minibatch estimate of a sum over data points.
+
+    .. math:: \sum_{i=1}^N \ell(x_i) \approx \frac{N}{M} \sum_{i \in B} \ell(x_i),
+        \quad B \text{ a uniformly random subset of size } M
+
+    Valid only because log p(X) *is* a sum over points (the factorisation above).
+
+    Args:
+        key: a ``jax.random`` key choosing the minibatch (without replacement).
+        log_likelihood: ``(M, pixels) -> (M,)`` per-point log-likelihoods.
+        x: ``(N, pixels)`` the data set.
+        batch_size: M, 1 <= M <= N.
+
+    Returns:
+        scalar estimate of sum_i log_likelihood(x)_i. Introduced in lesson 1.
+    """
+    _check_images("x", x)
+    num_points = x.shape[0]
+    if not 1 <= int(batch_size) <= num_points:
+        raise ValueError(f"batch_size must be between 1 and N = {num_points}, got {batch_size}.")
+    idx = jax.random.choice(key, num_points, (int(batch_size),), replace=False)
+    values = log_likelihood(x[idx])
+    if jnp.shape(values) != (int(batch_size),):
+        raise ValueError(
+            f"log_likelihood must return one value per image, shape ({batch_size},), got {jnp.shape(values)}."
+        )
+    return num_points / batch_size * jnp.sum(values)

@@ -1,0 +1,669 @@
+"""Check helpers for the graded exercises (the nbgrader test cells of lessons 1-7).
+
+Each ``check_*(fn)`` calls a student's function on a few fixed random inputs and compares
+it with an independent reference (closed forms, NumPy in float64, the exact
+linear-Gaussian model, :mod:`vae_lite.elbo`). On success it returns a one-line summary;
+on failure it raises an ``AssertionError`` that says which input, what was expected, what
+came back and, when the answer matches a typical mistake, what that mistake was. A function
+that raises, returns ``None``, NaN, a tuple or the wrong shape, or never returns, fails with
+such a message too. Usage in a test cell::
+
+    from vae_lite import grading
+    print(grading.check_kl_normal_std(kl_to_standard_normal))
+"""
+
+import math
+from statistics import NormalDist
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_lite import elbo
+from vae_lite._checking import Case, as_array, call, expect_close, unpack
+from vae_lite.posterior import LinearGaussian
+
+
+def _f32(a):
+    return jnp.asarray(a, dtype=jnp.float32)
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def _passed(check, total):
+    return f"{check}: passed on {total} test inputs."
+
+
+def _bernoulli_log_pmf(x, p):
+    return x * np.log(p) + (1 - x) * np.log1p(-p)
+
+
+def _logsumexp(a, axis=None):
+    return np.logaddexp.reduce(a, axis=axis)
+
+
+def _kl_std(mu, log_var, axis=-1):
+    return 0.5 * np.sum(mu**2 + np.exp(log_var) - 1.0 - log_var, axis=axis)
+
+
+def _lbeta(a, b):
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _linear_gaussian(seed, data_dim, latent_dim, sigma):
+    """A random exact model and one data point drawn from it."""
+    model = LinearGaussian.random(jax.random.key(seed), data_dim, latent_dim, sigma)
+    _, x = model.sample(jax.random.key(seed + 100), 1)
+    return model, x[0]
+
+
+# ---------------------------------------------------------------- lesson 1
+def check_image_log_likelihood(fn):
+    """Lesson 1, ``ex01_image_log_lik``: ``image_log_likelihood(x (D,), p (D,)) -> scalar``.
+
+    Reference: :math:`\\sum_j x_j \\log p_j + (1-x_j) \\log(1-p_j)` in float64.
+    """
+    rng = np.random.default_rng(1)
+    sizes = (5, 12, 784)
+    for i, size in enumerate(sizes):
+        x = _f64(rng.random(size) < 0.4)
+        p = _f64(_f32(rng.uniform(0.05, 0.95, size)))
+        case = Case("check_image_log_likelihood", i, len(sizes), {"x": x, "p": p})
+        got = as_array(
+            case, call(case, fn, _f32(x), _f32(p)), (),
+            shape_hints={(size,): "you returned one number per pixel: sum over the pixels "
+                         "(independent pixels, so their log-probabilities add)"},
+            nonfinite_hint="log(0)? p is strictly inside (0, 1) here: take log(p) for white pixels "
+            "and log(1 - p) for black ones, never log(x)",
+        )
+        ref = _bernoulli_log_pmf(x, p).sum()
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
+            hint="log p(x) = sum_j x_j log p_j + (1 - x_j) log(1 - p_j)",
+            variants=[
+                ("the sign is flipped: a log-likelihood of binary pixels is <= 0 "
+                 "(you returned the negative log-likelihood, a loss)", -ref),
+                ("you averaged over the pixels; sum them instead", ref / size),
+                ("you returned the likelihood itself; return its log", np.exp(ref)),
+                ("p and 1 - p are swapped: a white pixel (x_j = 1) has probability p_j",
+                 _bernoulli_log_pmf(1 - x, p).sum()),
+                ("only the x_j log p_j term: add (1 - x_j) log(1 - p_j) for the black pixels",
+                 (x * np.log(p)).sum()),
+                ("you treated p as logits; p is already a probability in (0, 1)",
+                 (x * p - np.logaddexp(0, p)).sum()),
+            ])
+    return _passed("check_image_log_likelihood", len(sizes))
+
+
+def check_shared_theta_log_marginal(fn):
+    """Lesson 1, ``ex01_shared_theta``: ``shared_theta_log_marginal(x (N,), a, b) -> scalar``.
+
+    Reference: ``log B(a + k, b + N - k) - log B(a, b)`` with ``math.lgamma`` (k = number of ones).
+    """
+    inputs = ((6, 2.0, 3.0), (20, 0.5, 1.5), (50, 5.0, 1.0))
+    rng = np.random.default_rng(2)
+    for i, (n, a, b) in enumerate(inputs):
+        x = _f64(rng.random(n) < 0.7)
+        x[:2] = (1.0, 0.0)  # at least one of each, so that 0 < k < N
+        k = x.sum()
+        case = Case("check_shared_theta_log_marginal", i, len(inputs), {"x": x, "a": a, "b": b})
+        got = as_array(case, call(case, fn, _f32(x), a, b), (),
+                       shape_hints={(n,): "you returned one value per image; return log p(x_1, ..., x_N)"})
+        ref = _lbeta(a + k, b + n - k) - _lbeta(a, b)
+        mean = a / (a + b)
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
+            hint="integrate the shared theta out once for all N images: "
+            "log p(x_1..x_N) = log B(a + k, b + N - k) - log B(a, b), k = sum(x)",
+            variants=[
+                ("this is sum_i log p(x_i), the answer when every image has its own theta (i.i.d.). "
+                 "With ONE theta shared by all images they are not independent: "
+                 "log B(a + k, b + N - k) - log B(a, b)", k * np.log(mean) + (n - k) * np.log1p(-mean)),
+                ("you forgot to divide by the prior's normaliser: subtract log B(a, b)",
+                 _lbeta(a + k, b + n - k)),
+                ("ones and zeros are swapped: a is updated by the number of ones k, b by the zeros N - k",
+                 _lbeta(a + n - k, b + k) - _lbeta(a, b)),
+                ("the second argument counts the zeros: b + (N - k), not b + N",
+                 _lbeta(a + k, b + n) - _lbeta(a, b)),
+                ("you plugged in the estimate theta = k / N instead of integrating theta out",
+                 k * np.log(k / n) + (n - k) * np.log1p(-k / n)),
+                ("you returned the probability; return its log", np.exp(ref)),
+                ("the sign is flipped: log-probabilities of discrete data are <= 0", -ref),
+            ])
+    return _passed("check_shared_theta_log_marginal", len(inputs))
+
+
+# ---------------------------------------------------------------- lesson 2
+def check_mixture_sampling(fn):
+    """Lesson 2, ``ex02_mixture_sample``: ``sample_mixture(key, weights (K,), probs (K, D), n)``
+    ``-> (z (n,), x (n, D))``.
+
+    Statistical check with 20 000 samples: component frequencies within 6 standard errors
+    of ``weights`` and per-component pixel means within 6 standard errors of ``probs``
+    (a correct sampler fails with probability < 1e-7; the keys are fixed, so the result is
+    deterministic). Also checks shapes, 0/1 pixels and that the key is used.
+    """
+    weights = np.array([0.1, 0.6, 0.3])
+    probs = np.array([[0.9, 0.1, 0.5, 0.2], [0.2, 0.8, 0.5, 0.9], [0.5, 0.5, 0.05, 0.6]])
+    num_k, size = probs.shape
+    inputs = {"weights": weights, "probs": probs}
+
+    def sample(i, key, n):
+        case = Case("check_mixture_sampling", i, 3, {**inputs, "num_samples": n})
+        z, x = unpack(case, call(case, fn, jax.random.key(key), _f32(weights), _f32(probs), n), ("z", "x"))
+        z = as_array(case, z, (n,), name="z", integer=True,
+                     shape_hints={(n, 1): "z should be flat: pass shape=(num_samples,)"})
+        x = as_array(case, x, (n, size), name="x")
+        if z.min() < 0 or z.max() >= num_k:
+            case.fail(f"component ids must be in 0..{num_k - 1}", got=z)
+        if not np.all((x == 0) | (x == 1)):
+            case.fail("x must hold 0/1 pixel samples", got=x,
+                      hint="draw Bernoulli samples, e.g. jax.random.bernoulli(key, probs[z]), "
+                      "instead of returning the probabilities")
+        return case, z, x
+
+    sample(0, 0, 7)
+    n = 20_000
+    case, z, x = sample(1, 1, n)
+    freq = np.bincount(z.astype(int), minlength=num_k) / n
+    soft = np.exp(weights) / np.exp(weights).sum()
+    expect_close(case, freq, weights, rtol=0, atol=6 * np.sqrt(weights * (1 - weights) / n),
+        name="the component frequencies",
+        hint="draw z_s with probabilities weights: jax.random.categorical(key, jnp.log(weights), "
+        "shape=(num_samples,))",
+        variants=[
+            ("components are chosen uniformly: the weights are ignored", np.full(num_k, 1 / num_k)),
+            ("jax.random.categorical takes LOG-probabilities (logits): pass jnp.log(weights)", soft),
+        ])
+    for k in range(num_k):
+        count = max((z == k).sum(), 1)
+        means = x[z == k].mean(axis=0) if (z == k).any() else np.zeros(size)
+        expect_close(case, means, probs[k], rtol=0, atol=6 * np.sqrt(probs[k] * (1 - probs[k]) / count) + 1e-3,
+            name=f"the pixel means of the images with z = {k}",
+            hint=f"an image of component z = {k} must have pixel j on with probability probs[{k}, j]: "
+            "draw x_s from probs[z_s]",
+            variants=[
+                ("x does not follow its component: draw each image from probs[z_s] of ITS z_s",
+                 weights @ probs),
+                ("0 and 1 are flipped: x_j = 1 with probability probs[z, j]", 1 - probs[k]),
+            ])
+    _, z_other, _ = sample(2, 2, n)
+    if np.array_equal(z, z_other):
+        Case("check_mixture_sampling", 2, 3, inputs).fail(
+            "two different keys gave the same samples",
+            hint="use the key you are given (split it for z and x) instead of a fixed jax.random.key(0)")
+    return _passed("check_mixture_sampling", 3)
+
+
+def check_mixture_log_likelihood(fn):
+    """Lesson 2, ``ex02_mixture_log_lik``: ``mixture_log_likelihood(x (D,), weights (K,), probs (K, D))``.
+
+    Reference: ``log sum_k w_k prod_j Bern(x_j; probs_kj)`` in float64 (the last input has
+    784 pixels, where the product underflows unless one works in log space).
+    """
+    rng = np.random.default_rng(4)
+    shapes = ((3, 6), (2, 10), (4, 784))
+    for i, (num_k, size) in enumerate(shapes):
+        x = _f64(rng.random(size) < 0.5)
+        weights = _f64(_f32(rng.dirichlet(np.full(num_k, 2.0))))
+        probs = _f64(_f32(rng.uniform(0.05, 0.95, (num_k, size))))
+        case = Case("check_mixture_log_likelihood", i, len(shapes), {"x": x, "weights": weights, "probs": probs})
+        got = as_array(case, call(case, fn, _f32(x), _f32(weights), _f32(probs)), (),
+            shape_hints={(num_k,): "one value per component: combine them with logsumexp over k",
+                         (size,): "one value per pixel: sum log-probabilities over pixels, then logsumexp over k"},
+            nonfinite_hint="with many pixels the product of probabilities underflows to 0 and log(0) = -inf: "
+            "stay in log space, jax.nn.logsumexp(jnp.log(weights) + per-component log-likelihoods)")
+        per_k = _bernoulli_log_pmf(x, probs).sum(axis=1)  # (K,)
+        ref = _logsumexp(np.log(weights) + per_k)
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
+            hint="log p(x) = logsumexp_k [log w_k + sum_j log Bern(x_j; probs_kj)]",
+            variants=[
+                ("the log is inside the sum over components: log sum_k w_k p_k(x) "
+                 "is not sum_k w_k log p_k(x)", weights @ per_k),
+                ("you forgot the mixture weights: add log w_k inside the logsumexp", _logsumexp(per_k)),
+                ("you added w_k; add log w_k", _logsumexp(weights + per_k)),
+                ("you used equal weights 1/K; use the given weights", _logsumexp(per_k) - np.log(num_k)),
+                ("you kept only the best component (max); sum over all components with logsumexp",
+                 np.max(np.log(weights) + per_k)),
+                ("you returned the likelihood; return its log", np.exp(ref)),
+                ("the sign is flipped: this log-likelihood is <= 0", -ref),
+            ])
+    return _passed("check_mixture_log_likelihood", len(shapes))
+
+
+# ---------------------------------------------------------------- lesson 3
+def check_grid_normalization(fn):
+    """Lesson 3, ``ex03_grid_normalize``: ``normalize_on_grid(log_joint_values (G,), cell_volume)``
+    ``-> (log_posterior (G,), log_evidence)``.
+
+    Reference: ``log_evidence = logsumexp(values) + log(cell_volume)``, ``log_posterior =
+    values - log_evidence``, on 1-D and 2-D grids of exact linear-Gaussian models (and the
+    same values shifted by -1000, where exp underflows).
+    """
+    model1, x1 = _linear_gaussian(30, 3, 1, 0.8)
+    model2, x2 = _linear_gaussian(31, 4, 2, 0.8)
+    axis1, axis2 = jnp.linspace(-5, 5, 201), jnp.linspace(-4, 4, 41)
+    grid2 = jnp.stack([g.ravel() for g in jnp.meshgrid(axis2, axis2, indexing="ij")], axis=-1)
+    values1 = _f64(jax.vmap(model1.log_joint(x1))(axis1[:, None]))
+    values2 = _f64(jax.vmap(model2.log_joint(x2))(grid2))
+    inputs = ((values1, 0.05), (values2, 0.2**2), (_f64(_f32(values1 - 1000.0)), 0.05))
+    for i, (values, volume) in enumerate(inputs):
+        size = values.shape[0]
+        case = Case("check_grid_normalization", i, len(inputs), {"log_joint_values": values, "cell_volume": volume})
+        log_post, log_ev = unpack(case, call(case, fn, _f32(values), volume), ("log_posterior", "log_evidence"))
+        log_post = as_array(case, log_post, (size,), name="log_posterior", shape_hints={
+            (): "return (log_posterior, log_evidence) in this order"})
+        nonfinite = "exp of values around -1000 underflows to 0: use jax.nn.logsumexp, not log(sum(exp(...)))"
+        log_ev = as_array(case, log_ev, (), name="log_evidence", nonfinite_hint=nonfinite)
+        total = _logsumexp(values)
+        ref_ev = total + np.log(volume)
+        expect_close(case, log_ev, ref_ev, rtol=1e-5, atol=2e-3, name="log_evidence",
+            hint="p(x) = integral p(x, z) dz ~ sum_g p(x, z_g) * cell_volume: "
+            "log_evidence = logsumexp(values) + log(cell_volume)",
+            variants=[
+                ("you forgot the cell volume: p(x) ~ sum_g p(x, z_g) * cell_volume, so add log(cell_volume)", total),
+                ("you added cell_volume; add log(cell_volume)", total + volume),
+                ("you divided by the cell volume; multiply by it (add its log)", total - np.log(volume)),
+                ("you averaged over the grid points: the integral is a sum times the cell volume, "
+                 "not a mean", total - np.log(size)),
+                ("the sign is flipped", -ref_ev),
+            ])
+        ref_post = values - ref_ev
+        expect_close(case, log_post, ref_post, rtol=1e-5, atol=2e-3, name="log_posterior",
+            hint="Bayes: log p(z_g | x) = log p(x, z_g) - log p(x)",
+            variants=[
+                ("these are log-probabilities of the grid cells (they sum to 1); a log-density "
+                 "integrates to 1: subtract log p(x), which includes log(cell_volume)", values - total),
+                ("you added log p(x); Bayes divides by p(x): subtract it", values + ref_ev),
+                ("you returned densities; return log-densities", np.exp(ref_post)),
+                ("not normalised: subtract log p(x)", values),
+            ])
+    return _passed("check_grid_normalization", len(inputs))
+
+
+def check_naive_log_evidence(fn):
+    """Lesson 3, ``ex03_naive_mc``: ``naive_log_evidence(key, log_likelihood, latent_dim, num_samples)``.
+
+    Reference: the same prior samples ``z = jax.random.normal(key, (num_samples, latent_dim))``,
+    ``logsumexp(log p(x | z_s)) - log S`` in float64, for exact linear-Gaussian models (the last
+    one has likelihoods far below float32's smallest number, so it needs logsumexp).
+    """
+    inputs = ((_linear_gaussian(40, 3, 2, 1.0), 10), (_linear_gaussian(40, 3, 2, 1.0), 1000),
+              (_linear_gaussian(41, 40, 2, 0.3), 100))
+    for i, ((model, x), num_samples) in enumerate(inputs):
+        log_joint = model.log_joint(x)
+
+        def log_likelihood(z, log_joint=log_joint):
+            return log_joint(z) - (-0.5 * jnp.sum(jnp.log(2 * jnp.pi) + z**2))
+
+        key = jax.random.key(i)
+        d = model.W.shape[1]
+        case = Case("check_naive_log_evidence", i, len(inputs), {
+            "key": f"jax.random.key({i})", "log_likelihood": f"log p(x|z) of a linear-Gaussian model, x {x.shape}",
+            "latent_dim": d, "num_samples": num_samples})
+        got = as_array(case, call(case, fn, key, log_likelihood, d, num_samples), (),
+            shape_hints={(num_samples,): "average the likelihoods over the samples (logsumexp - log S)"},
+            nonfinite_hint="p(x|z) is below float32's smallest number here, so exp underflows to 0: "
+            "use jax.nn.logsumexp(log_likelihoods) - jnp.log(num_samples)")
+
+        def estimate(z):
+            log_lik = _f64(jax.vmap(log_likelihood)(z))
+            return _logsumexp(log_lik) - np.log(len(log_lik)), log_lik
+
+        z = jax.random.normal(key, (num_samples, d))
+        ref, log_lik = estimate(z)
+        log_prior = _f64(-0.5 * jnp.sum(jnp.log(2 * jnp.pi) + z**2, axis=-1))
+        other_samples = "your samples differ: use exactly z = jax.random.normal(key, (num_samples, latent_dim))"
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
+            hint="log p(x) ~ log (1/S) sum_s p(x | z_s) = logsumexp(log_likelihoods) - log S, "
+            "z_s = jax.random.normal(key, (num_samples, latent_dim))",
+            variants=[
+                ("you averaged the log-likelihoods; average the likelihoods (log of a mean is not the mean "
+                 "of the logs): logsumexp(log_likelihoods) - log S", log_lik.mean()),
+                ("you forgot to divide by S: subtract log(num_samples)", _logsumexp(log_lik)),
+                ("you added log p(z): samples from the prior already weight by p(z); average p(x|z) only",
+                 _logsumexp(log_lik + log_prior) - np.log(num_samples)),
+                ("you kept only the best sample (max); average over all samples", log_lik.max()),
+                ("you returned the average likelihood; return its log", np.exp(ref)),
+                ("the sign is flipped", -ref),
+                (other_samples + " (no key splitting)",
+                 lambda est=estimate, k=key, s=z.shape: est(jax.random.normal(jax.random.split(k)[0], s))[0]),
+                (other_samples + " (no key splitting)",
+                 lambda est=estimate, k=key, s=z.shape: est(jax.random.normal(jax.random.split(k)[1], s))[0]),
+                (other_samples + " (shape (num_samples, latent_dim), not transposed)",
+                 lambda est=estimate, k=key, s=z.shape: est(jax.random.normal(k, s[::-1]).T)[0]),
+            ])
+    return _passed("check_naive_log_evidence", len(inputs))
+
+
+# ---------------------------------------------------------------- lesson 4
+def _expected_log_joint(model, x, mu, var):
+    """E_{z ~ N(mu, diag var)} log p(x, z) for the linear-Gaussian model, in float64."""
+    w, b, x = _f64(model.W), _f64(model.b), _f64(x)
+    s2 = float(model.sigma) ** 2
+    resid = x - w @ mu - b
+    lik = -0.5 * len(x) * np.log(2 * np.pi * s2) - 0.5 * (resid @ resid + np.sum(w**2 * var)) / s2
+    return lik - 0.5 * len(mu) * np.log(2 * np.pi) - 0.5 * (mu @ mu + var.sum())
+
+
+def _expected_log_q(log_var, var):
+    """E_{z ~ N(mu, diag var)} log N(z; mu, diag e^log_var)."""
+    return -0.5 * np.sum(np.log(2 * np.pi) + log_var + var / np.exp(log_var))
+
+
+def check_elbo(fn):
+    """Lesson 4, ``ex04_elbo``: ``elbo_estimate(key, log_joint, mu (d,), log_var (d,), num_samples)``.
+
+    Reference: the exact ELBO of a linear-Gaussian model, E_q[log p(x, z)] + H(q) in closed
+    form. Statistical check: ``num_samples = 2000`` and a tolerance of 6 standard errors of
+    the Monte Carlo estimate (+ 1e-3 relative), so a correct estimator passes with
+    probability > 1 - 1e-8 (fixed keys: deterministic).
+    """
+    model, x = _linear_gaussian(50, 4, 2, 0.8)
+    post_mean, post_cov = (_f64(a) for a in model.posterior(x))
+    post_log_var = np.log(np.diag(post_cov))
+    qs = ((post_mean + np.array([0.3, -0.2]), post_log_var + 0.4), (np.zeros(2), np.zeros(2)),
+          (post_mean, post_log_var - 1.0))
+    log_px, num_samples = float(model.log_evidence(x)), 2000
+    log_joint = model.log_joint(x)
+    for i, (mu, log_var) in enumerate(qs):
+        mu, log_var = _f64(_f32(mu)), _f64(_f32(log_var))
+        case = Case("check_elbo", i, len(qs), {"key": f"jax.random.key({i})",
+                    "log_joint": "log p(x, z) of a linear-Gaussian model", "mu": mu, "log_var": log_var,
+                    "num_samples": num_samples})
+        got = as_array(case, call(case, fn, jax.random.key(i), log_joint, _f32(mu), _f32(log_var), num_samples), (),
+            shape_hints={(num_samples,): "average over the samples (jnp.mean)"},
+            nonfinite_hint="log_var is a LOG-variance and may be negative: sigma = exp(0.5 * log_var)")
+        var = np.exp(log_var)
+        ref = _expected_log_joint(model, x, mu, var) - _expected_log_q(log_var, var)
+        entropy = -_expected_log_q(log_var, var)
+        z = mu + np.sqrt(var) * np.random.default_rng(i).standard_normal((20_000, 2))
+        log_w = _f64(jax.vmap(log_joint)(_f32(z))) + 0.5 * np.sum(np.log(2 * np.pi) + log_var + (z - mu) ** 2 / var, 1)
+        tol = 6 * log_w.std() / np.sqrt(num_samples) + 1e-3 * (1 + abs(ref))
+
+        def wrong_spread(var_sample, mu=mu, log_var=log_var):
+            return _expected_log_joint(model, x, mu, var_sample) - _expected_log_q(log_var, var_sample)
+
+        expect_close(case, got, ref, rtol=0, atol=tol,
+            hint=f"ELBO = mean over S samples z_s ~ q of [log_joint(z_s) - log q(z_s)] (tolerance {tol:.3f})",
+            variants=[
+                ("you forgot the entropy term: subtract log q(z_s) from log_joint(z_s)", ref - entropy),
+                ("wrong sign of the entropy: ELBO = E_q[log p(x, z)] - E_q[log q(z)]", ref - 2 * entropy),
+                ("your samples have the wrong spread: sigma = exp(0.5 * log_var); exp(log_var) is the variance",
+                 wrong_spread(np.exp(2 * log_var))),
+                ("you used log_var as the standard deviation: sigma = exp(0.5 * log_var)", wrong_spread(log_var**2)),
+                ("you used the prior N(0, I) for log q(z); q is N(mu, diag exp(log_var))",
+                 _expected_log_joint(model, x, mu, var) + 0.5 * np.sum(np.log(2 * np.pi) + mu**2 + var)),
+                ("you returned the negative ELBO (a loss); return the ELBO", -ref),
+                ("this is close to log p(x): a logsumexp over samples estimates log p(x), not the ELBO; "
+                 "average with jnp.mean", log_px, max(tol, 0.05)),
+            ])
+    return _passed("check_elbo", len(qs))
+
+
+def check_kl_normal_std(fn):
+    """Lesson 4, ``ex04_kl``: ``kl_to_standard_normal(mu (d,), log_var (d,)) -> scalar``.
+
+    Reference: ``0.5 * sum(mu**2 + exp(log_var) - 1 - log_var)`` in float64.
+    """
+    rng = np.random.default_rng(8)
+    inputs = ((np.array([0.5, -1.2, 0.3]), np.array([-0.5, 0.2, 1.0])),
+              (rng.normal(size=20), rng.uniform(-2.0, 1.0, 20)), (np.zeros(2), np.zeros(2)))
+    for i, (mu, log_var) in enumerate(inputs):
+        mu, log_var = _f64(_f32(mu)), _f64(_f32(log_var))
+        d = len(mu)
+        case = Case("check_kl_normal_std", i, len(inputs), {"mu": mu, "log_var": log_var})
+        got = as_array(case, call(case, fn, _f32(mu), _f32(log_var)), (),
+            shape_hints={(d,): "one value per latent dimension: sum them"},
+            nonfinite_hint="log of a negative number? log_var is already the log of the variance (it can be "
+            "negative); the variance is exp(log_var)")
+        ref = _kl_std(mu, log_var)
+        var = np.exp(log_var)
+        expect_close(case, got, ref, rtol=1e-5, atol=1e-4,
+            hint="KL = 0.5 * sum_j (mu_j**2 + exp(log_var_j) - 1 - log_var_j)",
+            variants=[
+                ("the sign is flipped: a KL divergence is never negative", -ref),
+                ("you used sigma = exp(0.5 * log_var) where the formula needs the variance exp(log_var)",
+                 _kl_std(mu, 0.5 * log_var) + 0.25 * np.sum(log_var)),
+                ("you forgot the factor 1/2", 2 * ref),
+                ("you forgot the -1 inside the sum (the KL of N(0, I) to itself must be 0)", ref + d / 2),
+                ("you forgot to square mu", 0.5 * np.sum(mu + var - 1 - log_var)),
+                ("you forgot the mu**2 term", 0.5 * np.sum(var - 1 - log_var)),
+                ("wrong sign of the log_var term: it is - log_var", 0.5 * np.sum(mu**2 + var - 1 + log_var)),
+                ("you averaged over latent dimensions; sum them", ref / d),
+                ("this is KL(N(0, I) || q), the reverse direction; the ELBO needs KL(q || N(0, I))",
+                 0.5 * np.sum((1 + mu**2) / var - 1 + log_var)),
+            ])
+    return _passed("check_kl_normal_std", len(inputs))
+
+
+# ---------------------------------------------------------------- lesson 5
+def check_reparameterized_sample(fn):
+    """Lesson 5, ``ex05_reparam``: ``reparameterize(key, mu, log_var) -> z`` (shape of ``mu``).
+
+    Reference: ``mu + exp(0.5 * log_var) * jax.random.normal(key, mu.shape)``; also checks
+    that ``jax.grad`` flows to ``mu`` (gradient 1) and ``log_var`` (0.5 * sigma * eps).
+    """
+    rng = np.random.default_rng(9)
+    shapes = ((4,), (3, 2), (500,))
+    for i, shape in enumerate(shapes):
+        mu, log_var = _f64(_f32(rng.normal(size=shape))), _f64(_f32(rng.uniform(-2.0, 1.0, shape)))
+        key = jax.random.key(i)
+        case = Case("check_reparameterized_sample", i, len(shapes),
+                    {"key": f"jax.random.key({i})", "mu": mu, "log_var": log_var})
+        got = as_array(case, call(case, fn, key, _f32(mu), _f32(log_var)), shape,
+            nonfinite_hint="sqrt or log of a negative log_var? sigma = exp(0.5 * log_var)")
+        eps, sigma = _f64(jax.random.normal(key, shape)), np.exp(0.5 * log_var)
+        ref = mu + sigma * eps
+        hint = "z = mu + exp(0.5 * log_var) * eps with eps = jax.random.normal(key, mu.shape)"
+        eps_hat = (got - mu) / sigma
+        if got.size >= 100 and abs(eps_hat.mean()) < 0.3 and 0.7 < eps_hat.std() < 1.3:
+            hint = ("mu + sigma * eps looks right but eps differs: use eps = jax.random.normal(key, mu.shape) "
+                    "with the key as given (no splitting)")
+        expect_close(case, got, ref, rtol=1e-5, atol=1e-5, hint=hint,
+            variants=[
+                ("you used exp(log_var), the variance, as the standard deviation: sigma = exp(0.5 * log_var)",
+                 mu + np.exp(log_var) * eps),
+                ("you used log_var as the standard deviation: sigma = exp(0.5 * log_var)", mu + log_var * eps),
+                ("you forgot to add mu", sigma * eps),
+                ("you ignored log_var: scale eps by sigma = exp(0.5 * log_var)", mu + eps),
+                ("no noise: z must be random, z = mu + sigma * eps", mu),
+                ("you returned eps; return z = mu + sigma * eps", eps),
+                ("use mu + sigma * eps (plus, not minus)", mu - sigma * eps),
+            ])
+        if i == 0:
+            summed = jax.grad(lambda m, v, key=key: jnp.sum(fn(key, m, v)), argnums=(0, 1))
+            grads = call(case, summed, _f32(mu), _f32(log_var), what="jax.grad of your function")
+            grad_mu, grad_log_var = unpack(case, grads, ("d/dmu", "d/dlog_var"))
+            expect_close(case, as_array(case, grad_mu, shape), np.ones(shape), name="the gradient of sum(z) w.r.t. mu",
+                         hint="z must depend on mu through jax.numpy operations (no numpy, no stop_gradient)")
+            expect_close(case, as_array(case, grad_log_var, shape), 0.5 * sigma * eps,
+                name="the gradient of sum(z) w.r.t. log_var",
+                hint="the point of the trick: z = mu + exp(0.5 * log_var) * eps is differentiable in log_var",
+                variants=[("no gradient reaches log_var: don't use stop_gradient or sample with "
+                           "jax.random.normal(key, shape) * a constant", np.zeros(shape))])
+    return _passed("check_reparameterized_sample", len(shapes))
+
+
+def check_negative_elbo(fn):
+    """Lesson 5, ``ex05_vae_loss``: ``negative_elbo_loss(x (B, D), logits (B, D), mu (B, d), log_var (B, d))``.
+
+    Reference: ``mean_b [KL_b - sum_j log Bern(x_bj; sigmoid(logits_bj))]`` in float64; the
+    last input has logits of size up to 100 (needs a stable log-sigmoid). Also checks that
+    ``jax.grad`` w.r.t. the logits works and equals ``(sigmoid(logits) - x) / B``.
+    """
+    rng = np.random.default_rng(10)
+    shapes = ((4, 20, 3, 3.0), (8, 784, 20, 3.0), (2, 10, 2, 100.0))
+    for i, (batch, size, d, scale) in enumerate(shapes):
+        x = _f64(rng.random((batch, size)) < 0.5)
+        logits = _f64(_f32(rng.normal(size=(batch, size)) * 3.0))
+        if scale > 10:
+            logits = _f64(np.where(rng.random((batch, size)) < 0.8, 2 * x - 1, 1 - 2 * x) * scale)
+        mu, log_var = _f64(_f32(rng.normal(size=(batch, d)))), _f64(_f32(rng.uniform(-2, 1, (batch, d))))
+        case = Case("check_negative_elbo", i, len(shapes), {"x": x, "logits": logits, "mu": mu, "log_var": log_var})
+        args = tuple(_f32(a) for a in (x, logits, mu, log_var))
+        got = as_array(case, call(case, fn, *args), (),
+            shape_hints={(batch,): "one loss per example: take the mean over the batch"},
+            nonfinite_hint="log(0): log(sigmoid(logits)) underflows for large |logits|; use the stable "
+            "vae_lite.distributions.log_bernoulli(x, logits) (or jax.nn.log_sigmoid / softplus), and remember "
+            "the decoder outputs logits, not probabilities")
+        rec = np.sum(x * logits - np.logaddexp(0, logits), axis=1)  # (B,)
+        kl = _kl_std(mu, log_var)
+        ref = np.mean(kl - rec)
+        probs = 1 / (1 + np.exp(-logits))
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
+            hint="loss = mean over the batch of [KL(q(z|x_b) || N(0, I)) - sum_j log Bern(x_bj; sigmoid(logits_bj))]",
+            variants=[
+                ("you summed over the batch; the loss is the MEAN over the batch", batch * ref),
+                ("you returned the ELBO; the loss is its negative", -ref),
+                ("wrong sign of the KL: loss = -reconstruction log-likelihood + KL", np.mean(-kl - rec)),
+                ("you forgot the KL term", np.mean(-rec)),
+                ("you forgot the reconstruction term", np.mean(kl)),
+                ("you averaged over pixels; sum the log-likelihood over pixels", np.mean(kl - rec / size)),
+                ("you averaged the KL over latent dimensions; sum it", np.mean(kl / d - rec)),
+                ("the KL uses sigma where it needs the variance exp(log_var)",
+                 np.mean(_kl_std(mu, 0.5 * log_var) + 0.25 * log_var.sum(1) - rec)),
+                ("you applied sigmoid twice: log_bernoulli takes the logits themselves",
+                 np.mean(kl - np.sum(x * probs - np.logaddexp(0, probs), axis=1))),
+            ])
+        if i == 0:
+            loss_of_logits = jax.grad(lambda lg, args=args: fn(args[0], lg, args[2], args[3]))
+            grad = call(case, loss_of_logits, args[1], what="jax.grad of your function w.r.t. logits")
+            expect_close(case, as_array(case, grad, (batch, size), name="the gradient"),
+                         (probs - x) / batch, name="the gradient w.r.t. logits",
+                         hint="write the loss with jax.numpy operations only so that it can be differentiated")
+    return _passed("check_negative_elbo", len(shapes))
+
+
+# ---------------------------------------------------------------- lesson 6
+def check_mean_field_step(fn):
+    """Lesson 6, ``ex06_mf_step``: ``mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples)``
+    ``-> (new_mu, new_log_var)``.
+
+    Reference: one gradient ASCENT step, ``(mu, log_var) + learning_rate * grad`` of
+    ``vae_lite.elbo.elbo(key, log_joint, mu, log_var, num_samples)`` (same key, so exact).
+    """
+    model, x = _linear_gaussian(60, 4, 2, 0.8)
+    log_joint = model.log_joint(x)
+    inputs = ((np.zeros(2), np.zeros(2), 0.1, 8), (np.array([0.5, -0.3]), np.array([-1.0, -0.5]), 0.05, 32))
+    for i, (mu, log_var, lr, num_samples) in enumerate(inputs):
+        key = jax.random.key(i)
+        case = Case("check_mean_field_step", i, len(inputs), {
+            "key": f"jax.random.key({i})", "log_joint": "log p(x, z) of a linear-Gaussian model", "mu": mu,
+            "log_var": log_var, "learning_rate": lr, "num_samples": num_samples})
+        out = call(case, fn, key, log_joint, _f32(mu), _f32(log_var), lr, num_samples)
+        new_mu, new_log_var = unpack(case, out, ("new_mu", "new_log_var"))
+        got = np.concatenate([as_array(case, new_mu, (2,), name="new_mu"),
+                              as_array(case, new_log_var, (2,), name="new_log_var")])
+
+        def grad(k, mu=mu, log_var=log_var, num_samples=num_samples):
+            g = jax.grad(elbo.elbo, argnums=(2, 3))(k, log_joint, _f32(mu), _f32(log_var), num_samples)
+            return np.concatenate([_f64(g[0]), _f64(g[1])])
+
+        old, g = np.concatenate([mu, log_var]), grad(key)
+        ref = old + lr * g
+        other_key = "the gradient differs: use vae_lite.elbo.elbo(key, ...) with the key as given (no splitting)"
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-4, name="(new_mu, new_log_var)",
+            hint="new = old + learning_rate * gradient of vae_lite.elbo.elbo w.r.t. (mu, log_var), "
+            "e.g. jax.grad(elbo.elbo, argnums=(2, 3))",
+            variants=[
+                ("you descended: we MAXIMISE the ELBO, so ascend: params + learning_rate * gradient", old - lr * g),
+                ("you returned the gradient; return the updated parameters", g),
+                ("you ignored the learning rate", old + g),
+                ("log_var was not updated", np.concatenate([ref[:2], log_var])),
+                ("mu was not updated", np.concatenate([mu, ref[2:]])),
+                ("the outputs are swapped: return (new_mu, new_log_var)", np.concatenate([ref[2:], ref[:2]])),
+                (other_key, lambda g=grad, k=key, o=old, r=lr: o + r * g(jax.random.split(k)[0])),
+                (other_key, lambda g=grad, k=key, o=old, r=lr: o + r * g(jax.random.split(k)[1])),
+            ])
+    return _passed("check_mean_field_step", len(inputs))
+
+
+def check_inference_gaps(fn):
+    """Lesson 6, ``ex06_gaps``: ``inference_gaps(log_px, elbo_optimal, elbo_encoder)`` (each ``(N,)``)
+    ``-> (approximation_gap (N,), amortization_gap (N,))``.
+
+    Reference: ``log_px - elbo_optimal`` and ``elbo_optimal - elbo_encoder``.
+    """
+    rng = np.random.default_rng(12)
+    sizes = (5, 3)
+    for i, n in enumerate(sizes):
+        elbo_encoder = _f64(_f32(-100 + 5 * rng.normal(size=n)))
+        elbo_optimal = _f64(_f32(elbo_encoder + rng.uniform(0.5, 5.0, n)))
+        log_px = _f64(_f32(elbo_optimal + rng.uniform(0.1, 2.0, n)))
+        case = Case("check_inference_gaps", i, len(sizes),
+                    {"log_px": log_px, "elbo_optimal": elbo_optimal, "elbo_encoder": elbo_encoder})
+        out = call(case, fn, _f32(log_px), _f32(elbo_optimal), _f32(elbo_encoder))
+        approx, amort = unpack(case, out, ("approximation_gap", "amortization_gap"))
+        mean_hint = {(): "return one gap per data point (N,), don't average"}
+        got = np.concatenate([as_array(case, approx, (n,), name="approximation_gap", shape_hints=mean_hint),
+                              as_array(case, amort, (n,), name="amortization_gap", shape_hints=mean_hint)])
+        gap_a, gap_m, total = log_px - elbo_optimal, elbo_optimal - elbo_encoder, log_px - elbo_encoder
+        expect_close(case, got, np.concatenate([gap_a, gap_m]), rtol=1e-5, atol=1e-3,
+            name="(approximation_gap, amortization_gap)",
+            hint="approximation gap = log p(x) - ELBO(best q); amortization gap = ELBO(best q) - ELBO(encoder's q)",
+            variants=[
+                ("the gaps are swapped: approximation gap = log p(x) - ELBO(best q) (the family's limit), "
+                 "amortization gap = ELBO(best q) - ELBO(encoder) (the encoder's limit)",
+                 np.concatenate([gap_m, gap_a])),
+                ("the gaps must be >= 0: subtract the smaller bound from the larger", -np.concatenate([gap_a, gap_m])),
+                ("log p(x) - ELBO(encoder) is the total gap (approximation + amortization)",
+                 np.concatenate([gap_a, total])),
+                ("log p(x) - ELBO(encoder) is the total gap (approximation + amortization)",
+                 np.concatenate([total, gap_m])),
+            ])
+    return _passed("check_inference_gaps", len(sizes))
+
+
+# ---------------------------------------------------------------- lesson 7
+def check_interpolation(fn):
+    """Lesson 7, ``ex07_interpolate``: ``interpolate(z0 (d,), z1 (d,), t (T,)) -> (T, d)``.
+
+    Reference: ``(1 - t) z0 + t z1`` row by row.
+    """
+    rng = np.random.default_rng(13)
+    inputs = ((3, np.linspace(0, 1, 5)), (2, np.array([0.3, 0.0, 1.0, 0.75])), (1, np.array([0.5])))
+    for i, (d, t) in enumerate(inputs):
+        z0, z1 = _f64(_f32(rng.normal(size=d))), _f64(_f32(rng.normal(size=d)))
+        t = _f64(_f32(t))
+        case = Case("check_interpolation", i, len(inputs), {"z0": z0, "z1": z1, "t": t})
+        got = as_array(case, call(case, fn, _f32(z0), _f32(z1), _f32(t)), (len(t), d),
+                       shape_hints={(d, len(t)): "transposed: one row per value of t, shape (T, d); "
+                                    "use t[:, None] to broadcast"})
+        tt = t[:, None]
+        ref = (1 - tt) * z0 + tt * z1
+        expect_close(case, got, ref, rtol=1e-5, atol=1e-5,
+            hint="row k is (1 - t_k) * z0 + t_k * z1: t = 0 gives z0, t = 1 gives z1",
+            variants=[
+                ("the endpoints are swapped: t = 0 must give z0", tt * z0 + (1 - tt) * z1),
+                ("z0 needs the weight (1 - t): (1 - t) * z0 + t * z1", z0 + tt * z1),
+                ("you forgot the z0 term: (1 - t) * z0 + t * z1", tt * z1),
+            ])
+    return _passed("check_interpolation", len(inputs))
+
+
+def check_inverse_cdf_grid(fn):
+    """Lesson 7, ``ex07_inverse_cdf``: ``inverse_cdf_grid(num_points) -> (num_points,)``.
+
+    Reference: ``statistics.NormalDist().inv_cdf((i + 0.5) / num_points)`` in float64.
+    """
+    sizes = (4, 11, 1)
+    for i, n in enumerate(sizes):
+        case = Case("check_inverse_cdf_grid", i, len(sizes), {"num_points": n})
+        got = as_array(case, call(case, fn, n), (n,),
+            nonfinite_hint="the inverse CDF of 0 is -inf and of 1 is +inf, so a grid of probabilities "
+            "including 0 and 1 (jnp.linspace(0, 1, n)) breaks; use the midpoints (i + 0.5) / n")
+        normal = NormalDist()
+        probs = (np.arange(n) + 0.5) / n
+        ref = np.array([normal.inv_cdf(p) for p in probs])
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-4,
+            hint="quantiles Phi^-1((i + 0.5) / n) for i = 0..n-1, e.g. jax.scipy.stats.norm.ppf",
+            variants=[
+                ("you used the probabilities (i + 1) / (n + 1); use the midpoints (i + 0.5) / n",
+                 [normal.inv_cdf((j + 1) / (n + 1)) for j in range(n)]),
+                ("these are the probabilities (i + 0.5) / n; map them through the inverse CDF (norm.ppf)", probs),
+                ("you used the CDF Phi; the grid needs its inverse Phi^-1 (jax.scipy.stats.norm.ppf)",
+                 [normal.cdf(p) for p in probs]),
+                ("the order is reversed: quantiles must increase with i", ref[::-1]),
+            ])
+    return _passed("check_inverse_cdf_grid", len(sizes))

@@ -1,0 +1,318 @@
+r"""Mean-field (per-datapoint) versus amortized inference, and the gaps between them (lesson 6).
+
+"Mean-field" here means one set of variational parameters per data point,
+:math:`\lambda_i = (\mu_i, \log\sigma^2_i)` of a factorised Gaussian
+:math:`q_{\lambda_i}(z) = \mathcal N(\mu_i, \operatorname{diag}\sigma^2_i)`, each optimised
+directly for its own point; amortized inference instead has an encoder map any x to its λ.
+
+Log joints take the data point explicitly: ``log_joint(x_i, z) -> log p(x_i, z)`` (scalar,
+``x_i`` one data point, ``z (latent_dim,)``), so one compiled optimiser serves every point
+of a data set. Plain functions work; :func:`vae_log_joint` and :func:`linear_gaussian_log_joint`
+wrap a model as a ``jax.tree_util.Partial`` so its weights enter the compiled program as
+arguments rather than baked-in constants. Compilations are reused while the same log-joint
+object, shapes, ``num_samples`` and ``check_every`` come back.
+"""
+
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.tree_util import Partial
+
+from vae_lite import elbo as elbo_lib
+from vae_lite.posterior import decoder_log_joint
+
+
+def _linear_gaussian(model, x, z):
+    return model.log_joint(x)(z)
+
+
+def _decoder(decoder, x, z):
+    return decoder_log_joint(decoder, x)(z)
+
+
+def linear_gaussian_log_joint(model):
+    """``(x_i, z) -> log p(x_i, z)`` of a :class:`vae_lite.posterior.LinearGaussian`. Lesson 6."""
+    return Partial(_linear_gaussian, model)
+
+
+def vae_log_joint(decoder):
+    """``(x_i, z) -> log p(x_i | z) + log p(z)`` of a Bernoulli decoder, standard normal prior. Lesson 6."""
+    return Partial(_decoder, decoder)
+
+
+def _as_partial(log_joint):
+    if not callable(log_joint):
+        raise ValueError(f"log_joint must be a callable (x_i, z) -> scalar, got {type(log_joint).__name__}.")
+    return log_joint if isinstance(log_joint, Partial) else Partial(log_joint)
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_params(x, mu, log_var, fix="Pass one row of (mu, log_var) per data point."):
+    x_shape, mu_shape, lv_shape = jnp.shape(x), jnp.shape(mu), jnp.shape(log_var)
+    if len(x_shape) < 1 or len(mu_shape) != 2 or mu_shape != lv_shape or mu_shape[0] != x_shape[0]:
+        raise ValueError(
+            f"Expected x (N, ...) with mu and log_var both (N, latent_dim); got x: {x_shape}, "
+            f"mu: {mu_shape}, log_var: {lv_shape}. {fix}"
+        )
+
+
+def _per_point(estimator, key, log_joint, x, mu, log_var, num_samples):
+    """``estimator`` (an :mod:`vae_lite.elbo` function) for every point, ``(N,)``; one key per point."""
+    keys = jax.random.split(key, x.shape[0])
+    one = lambda k, xi, m, lv: estimator(k, lambda z: log_joint(xi, z), m, lv, num_samples)  # noqa: E731
+    return jax.vmap(one)(keys, x, mu, log_var)
+
+
+class MeanFieldFit(NamedTuple):
+    """Result of :func:`fit_mean_field`.
+
+    Attributes:
+        mu, log_var: ``(N, latent_dim)`` fitted per-point parameters λ_i.
+        elbo_trace: ``(num_steps,)`` the Monte Carlo ELBO averaged over points at each step
+            (the noisy estimate the gradient was taken from; re-estimate the final ELBO with
+            :func:`elbo_per_point` and more samples).
+        num_steps: number of optimisation steps taken.
+        converged: whether the plateau rule stopped the run before ``num_steps``.
+    """
+
+    mu: jnp.ndarray
+    log_var: jnp.ndarray
+    elbo_trace: np.ndarray
+    num_steps: int
+    converged: bool
+
+
+def _chunk(params, opt_state, key, first_step, num_steps, learning_rate, x, log_joint, *, length, num_samples):
+    """``length`` Adam steps (steps at or past ``num_steps`` are skipped) on every point at once."""
+    optimizer = optax.adam(learning_rate)
+
+    def negative_elbo(params, step_key):
+        per_point = _per_point(elbo_lib.elbo, step_key, log_joint, x, *params, num_samples)
+        return -jnp.sum(per_point), jnp.mean(per_point)  # points are independent: sum = per-point steps
+
+    def step(carry, i):
+        def update(carry):
+            params, opt_state = carry
+            grads, mean_elbo = jax.grad(negative_elbo, has_aux=True)(params, jax.random.fold_in(key, i))
+            updates, opt_state = optimizer.update(grads, opt_state)
+            return (optax.apply_updates(params, updates), opt_state), mean_elbo
+
+        skip = lambda carry: (carry, jnp.array(jnp.nan, x.dtype))  # noqa: E731
+        return jax.lax.cond(i < num_steps, update, skip, carry)
+
+    (params, opt_state), trace = jax.lax.scan(step, (params, opt_state), first_step + jnp.arange(length))
+    return params, opt_state, trace
+
+
+_chunk_jit = jax.jit(_chunk, static_argnames=("length", "num_samples"))
+
+
+def fit_mean_field(
+    key,
+    log_joint,
+    x,
+    *,
+    latent_dim=None,
+    init=None,
+    num_steps=1000,
+    learning_rate=1e-2,
+    num_samples=4,
+    tol=1e-2,
+    check_every=50,
+):
+    r"""Per-datapoint variational inference: maximise every point's ELBO over its own λ_i.
+
+    .. math:: \lambda_i^* = \arg\max_{\lambda_i} \mathbb E_{q_{\lambda_i}(z)}
+        [\log p(x_i, z) - \log q_{\lambda_i}(z)], \quad i = 1..N
+
+    Adam on all points at once: one compiled chunk of ``check_every`` steps (``jax.lax.scan``
+    over steps, ``jax.vmap`` over points, reparameterised Monte Carlo gradients with fresh
+    noise at each step). Between chunks the plateau rule stops the run when the chunk's mean
+    ELBO (averaged over points and steps) improved by less than ``tol`` nats on the previous one.
+
+    Args:
+        key: a ``jax.random`` key; step t uses ``fold_in(key, t)``, so a shorter run with the
+            same key follows a prefix of a longer one.
+        log_joint: ``(x_i, z (latent_dim,)) -> log p(x_i, z)`` for one data point.
+        x: ``(N, ...)`` data points (rows are passed one at a time to ``log_joint``).
+        latent_dim: dimension of z; needed when ``init`` is None (then λ starts at the prior,
+            μ = 0, log σ² = 0).
+        init: optional ``(mu, log_var)``, each ``(N, latent_dim)``, e.g. an encoder's output
+            (semi-amortized inference).
+        num_steps: maximum number of steps (>= 1).
+        learning_rate: Adam step size.
+        num_samples: Monte Carlo samples per point per step.
+        tol: plateau threshold in nats per point; ``None`` runs all ``num_steps``.
+        check_every: steps per compiled chunk (the plateau is checked between chunks).
+
+    Returns:
+        a :class:`MeanFieldFit`. Introduced in lesson 6.
+    """
+    num_steps = _positive_int("num_steps", num_steps)
+    check_every = _positive_int("check_every", check_every)
+    num_samples = _positive_int("num_samples", num_samples)
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
+    x = jnp.asarray(x)
+    if init is None:
+        if latent_dim is None:
+            raise ValueError("Pass latent_dim (to start at the prior) or init=(mu, log_var).")
+        latent_dim = _positive_int("latent_dim", latent_dim)
+        init = (jnp.zeros((x.shape[0], latent_dim), x.dtype),) * 2
+    params = tuple(jnp.asarray(p, x.dtype) for p in init)
+    if len(params) != 2:
+        raise ValueError(f"init must be a pair (mu, log_var), got {len(params)} arrays.")
+    _check_params(x, *params)
+    if latent_dim is not None and params[0].shape[1] != latent_dim:
+        raise ValueError(f"latent_dim={latent_dim} but init has latent_dim {params[0].shape[1]}.")
+    log_joint = _as_partial(log_joint)
+    opt_state = optax.adam(learning_rate).init(params)
+    traces, previous, converged, taken = [], None, False, 0
+    while taken < num_steps and not converged:
+        params, opt_state, trace = _chunk_jit(
+            params, opt_state, key, taken, num_steps, learning_rate, x, log_joint,
+            length=check_every, num_samples=num_samples,
+        )  # fmt: skip
+        trace = np.asarray(trace)[: num_steps - taken]
+        traces.append(trace)
+        taken += trace.shape[0]
+        current = float(np.mean(trace))
+        if not np.isfinite(current):
+            raise FloatingPointError(f"The ELBO became {current} by step {taken}; lower learning_rate.")
+        converged = tol is not None and previous is not None and current - previous < tol and taken < num_steps
+        previous = current
+    return MeanFieldFit(*params, np.concatenate(traces), taken, converged)
+
+
+def mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples):
+    r"""One plain gradient-ascent step on the Monte Carlo ELBO of one point (the idea behind :func:`fit_mean_field`).
+
+    .. math:: \lambda \leftarrow \lambda + \eta\, \nabla_\lambda \hat{\mathcal L}(\lambda)
+
+    Args: ``log_joint(z) -> log p(x, z)``; ``mu, log_var (latent_dim,)``. Returns ``(new_mu, new_log_var)``.
+    Introduced in lesson 6.
+    """
+    grad = jax.grad(lambda m, lv: elbo_lib.elbo(key, log_joint, m, lv, num_samples), argnums=(0, 1))
+    grad_mu, grad_log_var = grad(mu, log_var)
+    return mu + learning_rate * grad_mu, log_var + learning_rate * grad_log_var
+
+
+def _per_point_batched(key, log_joint, x, mu, log_var, *, estimator, num_samples, batch_size):
+    keys = jax.random.split(key, x.shape[0])
+    one = lambda a: estimator(a[0], lambda z: log_joint(a[1], z), a[2], a[3], num_samples)  # noqa: E731
+    return jax.lax.map(one, (keys, x, mu, log_var), batch_size=batch_size)
+
+
+_per_point_batched = jax.jit(_per_point_batched, static_argnames=("estimator", "num_samples", "batch_size"))
+
+
+def _estimate(estimator, key, log_joint, x, mu, log_var, num_samples, batch_size):
+    num_samples = _positive_int("num_samples", num_samples)
+    x = jnp.asarray(x)
+    _check_params(x, mu, log_var)
+    batch_size = batch_size or max(1, min(x.shape[0], 2**15 // num_samples))  # bound memory
+    return _per_point_batched(
+        key, _as_partial(log_joint), x, jnp.asarray(mu, x.dtype), jnp.asarray(log_var, x.dtype),
+        estimator=estimator, num_samples=num_samples, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def elbo_per_point(key, log_joint, x, mu, log_var, num_samples=100, batch_size=None):
+    """Monte Carlo ELBO :func:`vae_lite.elbo.elbo` of each point's q, ``(N,)``.
+
+    Args: ``log_joint(x_i, z)``; ``x (N, ...)``; ``mu, log_var (N, latent_dim)``; ``batch_size``
+    points per vectorised batch (default: memory-bounded). Introduced in lesson 6.
+    """
+    return _estimate(elbo_lib.elbo, key, log_joint, x, mu, log_var, num_samples, batch_size)
+
+
+def log_evidence_per_point(key, log_joint, x, mu, log_var, num_samples=1000, batch_size=None):
+    """Importance-sampled log p(x_i) (:func:`vae_lite.elbo.log_evidence_is`, proposal q_i), ``(N,)``.
+
+    Args as for :func:`elbo_per_point`. Introduced in lesson 6.
+    """
+    return _estimate(elbo_lib.log_evidence_is, key, log_joint, x, mu, log_var, num_samples, batch_size)
+
+
+def inference_gaps(log_px, elbo_optimal, elbo_encoder):
+    r"""Per-point approximation and amortization gaps (Cremer, Li & Duvenaud 2018).
+
+    .. math:: \log p(x) - \mathcal L[q_\phi] = \underbrace{\log p(x) - \mathcal L[q^*]}_{\text{approximation}}
+        + \underbrace{\mathcal L[q^*] - \mathcal L[q_\phi]}_{\text{amortization}}
+
+    Args: arrays ``(N,)`` of log p(x_i), the ELBO at the per-point optimum q*, and under the encoder q_φ.
+    Returns ``(approximation_gap (N,), amortization_gap (N,))``. Introduced in lesson 6.
+    """
+    for name, a in (("elbo_optimal", elbo_optimal), ("elbo_encoder", elbo_encoder)):
+        if jnp.shape(a) != jnp.shape(log_px):
+            raise ValueError(f"{name} must have log_px's shape {jnp.shape(log_px)}, got {jnp.shape(a)}.")
+    return log_px - elbo_optimal, elbo_optimal - elbo_encoder
+
+
+def summarize_gaps(log_px, elbo_optimal, elbo_encoder):
+    """Means over points and their standard errors (std / sqrt N) of the bounds and the gaps.
+
+    Returns ``{name: (mean, standard_error)}`` for ``log_px``, ``elbo_optimal``, ``elbo_encoder``,
+    ``approximation_gap``, ``amortization_gap`` and ``inference_gap`` (their sum). Lesson 6.
+    """
+    approximation, amortization = inference_gaps(log_px, elbo_optimal, elbo_encoder)
+    columns = {
+        "log_px": log_px, "elbo_optimal": elbo_optimal, "elbo_encoder": elbo_encoder,
+        "approximation_gap": approximation, "amortization_gap": amortization,
+        "inference_gap": log_px - elbo_encoder,
+    }  # fmt: skip
+    n = np.shape(log_px)[0]
+    return {k: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(n))) for k, v in columns.items()}
+
+
+def semi_amortized(key, log_joint, x, encoder, num_steps, **fit_kwargs):
+    """Start at the encoder's λ = encoder(x) and take ``num_steps`` Adam steps (no plateau stop).
+
+    ``num_steps = 0`` returns the encoder's λ itself (amortized inference). Other keyword
+    arguments go to :func:`fit_mean_field`. Returns ``(mu, log_var)``, each ``(N, latent_dim)``.
+    Introduced in lesson 6.
+    """
+    num_steps = _positive_int("num_steps", num_steps, minimum=0)
+    mu, log_var = encoder(x)
+    if num_steps == 0:
+        return mu, log_var
+    fit = fit_mean_field(key, log_joint, x, init=(mu, log_var), num_steps=num_steps, tol=None, **fit_kwargs)
+    return fit.mu, fit.log_var
+
+
+def seconds_per_point(fn, num_points, repeats=3):
+    """Best wall time of ``fn()`` over ``repeats`` runs (after one warm-up run, so compilation is
+    excluded), divided by ``num_points``. Timings depend on the machine and its load. Lesson 6.
+    """
+    jax.block_until_ready(fn())
+    best = np.inf
+    for _ in range(_positive_int("repeats", repeats)):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best / _positive_int("num_points", num_points)
+
+
+def gaussian_mean_field_optimum(mean, cov):
+    r"""The factorised Gaussian closest to N(mean, cov) in KL(q ‖ p), and that KL.
+
+    Matches the mean and the diagonal of the *precision* Λ = cov⁻¹ (not the diagonal of cov):
+
+    .. math:: \mu^* = m, \quad \sigma^{*2}_j = 1 / \Lambda_{jj}, \quad
+        \mathrm{KL}(q^* \| p) = \tfrac12 \big(\textstyle\sum_j \log \Lambda_{jj} - \log\det\Lambda\big)
+
+    For a Gaussian posterior the optimal ELBO is then log p(x) − KL exactly.
+    Returns ``(mu (d,), log_var (d,), kl scalar)``. Introduced in lesson 6.
+    """
+    precision_diag = jnp.diag(jnp.linalg.inv(cov))
+    kl = 0.5 * (jnp.sum(jnp.log(precision_diag)) + jnp.linalg.slogdet(cov)[1])
+    return jnp.asarray(mean), -jnp.log(precision_diag), kl

@@ -1,0 +1,127 @@
+r"""Gradients of an expectation: the score function vs the reparameterisation trick (lesson 5).
+
+We want :math:`\nabla_{\mu,\,v} \mathbb{E}_{q}[f(z)]` for q = N(mu, diag e^{v}), v = log_var.
+Both estimators below return one gradient estimate *per sample*, so a lesson can average
+them (the estimate) and take their variance (its noise):
+
+- score function (REINFORCE): :math:`f(z)\,\nabla \log q(z)`, z ~ q; needs only values of f;
+- reparameterisation: z = mu + e^{v/2} eps, eps ~ N(0, I), :math:`\nabla f(\mu + e^{v/2}\varepsilon)`;
+  needs f to be differentiable, and is usually far less noisy.
+
+With the same key both use the same draws of z, so they can be compared sample by sample.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vae_lite.distributions import check_floating, check_same_shape, log_normal_diag, reparameterize
+
+
+def _check(mu, log_var, num_samples):
+    check_floating("mu", mu)
+    check_same_shape("mu", mu, "log_var", log_var)
+    if jnp.ndim(mu) != 1:
+        raise ValueError(f"mu must be one latent vector (latent_dim,), got shape {jnp.shape(mu)}.")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+
+
+def _check_scalar_f(f, mu):
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(jnp.shape(mu), jnp.result_type(mu)))
+    if out.shape != ():
+        raise ValueError(f"f must map z {jnp.shape(mu)} to a scalar, but it returns shape {out.shape}.")
+
+
+def score_function_grad(key, f, mu, log_var, num_samples):
+    r"""Per-sample score-function (REINFORCE) estimates of the gradient of E_q[f(z)].
+
+    .. math:: \hat g_s = f(z_s)\,\nabla_{\mu, v} \log q(z_s; \mu, v), \qquad z_s \sim q
+
+    Args:
+        key: a ``jax.random`` key.
+        f: ``z (latent_dim,) -> scalar``; need not be differentiable (only its values are used).
+        mu, log_var: ``(latent_dim,)`` parameters of q.
+        num_samples: number S of samples.
+
+    Returns:
+        ``(grad_mu, grad_log_var)``, each ``(num_samples, latent_dim)``; their means over
+        axis 0 are unbiased estimates of the gradient. Introduced in lesson 5.
+    """
+    _check(mu, log_var, num_samples)
+    _check_scalar_f(f, mu)
+    z = jax.lax.stop_gradient(reparameterize(key, mu, log_var, num_samples))  # a sample, not a function of mu
+    score = jax.vmap(jax.grad(log_normal_diag, argnums=(1, 2)), in_axes=(0, None, None))(z, mu, log_var)
+    values = jax.vmap(f)(z)[:, None]  # (S, 1)
+    return values * score[0], values * score[1]
+
+
+def reparam_grad(key, f, mu, log_var, num_samples):
+    r"""Per-sample reparameterisation estimates of the gradient of E_q[f(z)].
+
+    .. math:: \hat g_s = \nabla_{\mu, v}\, f\big(\mu + e^{v/2} \varepsilon_s\big), \qquad \varepsilon_s \sim \mathcal{N}(0, I)
+
+    Args as for :func:`score_function_grad`, but ``f`` must be differentiable.
+
+    Returns:
+        ``(grad_mu, grad_log_var)``, each ``(num_samples, latent_dim)``. Introduced in lesson 5.
+    """
+    _check(mu, log_var, num_samples)
+    _check_scalar_f(f, mu)
+    # the same eps as reparameterize(key, mu, log_var, num_samples), so z_s matches score_function_grad
+    eps = jax.random.normal(key, (num_samples, *jnp.shape(mu)), dtype=jnp.result_type(mu))
+
+    def f_of_params(mu, log_var, eps):
+        return f(mu + jnp.exp(0.5 * log_var) * eps)
+
+    return jax.vmap(jax.grad(f_of_params, argnums=(0, 1)), in_axes=(None, None, 0))(mu, log_var, eps)
+
+
+class GradientVariances(NamedTuple):
+    """Per-sample variances of the two estimators, for one coordinate of a 1-D q."""
+
+    score_mu: jnp.ndarray
+    score_log_var: jnp.ndarray
+    reparam_mu: jnp.ndarray
+    reparam_log_var: jnp.ndarray
+
+
+def exact_grad_linear(mu, log_var):
+    r"""Exact gradient of E_q[z] = mu: ``(d/dmu, d/dlog_var) = (1, 0)``. Lesson 5."""
+    return jnp.ones_like(mu), jnp.zeros_like(log_var)
+
+
+def exact_grad_square(mu, log_var):
+    r"""Exact gradient of E_q[z^2] = mu^2 + sigma^2: ``(2 mu, sigma^2)`` (since d e^v / dv = e^v). Lesson 5."""
+    return 2.0 * mu, jnp.exp(log_var)
+
+
+def variances_linear(mu, log_var):
+    r"""Closed-form per-sample variances for f(z) = z, q = N(mu, sigma^2) (1-D, elementwise).
+
+    With z = mu + sigma eps:
+    score mu: :math:`\mu^2/\sigma^2 + 2`; score log_var: :math:`\mu^2/2 + 5\sigma^2/2`;
+    reparam mu: 0 (the estimate is always exactly 1); reparam log_var: :math:`\sigma^2/4`.
+    Lesson 5.
+    """
+    var = jnp.exp(log_var)
+    return GradientVariances(mu**2 / var + 2.0, mu**2 / 2 + 2.5 * var, jnp.zeros_like(mu), var / 4)
+
+
+def variances_square(mu, log_var):
+    r"""Closed-form per-sample variances for f(z) = z^2, q = N(mu, sigma^2) (1-D, elementwise).
+
+    Using the Gaussian moments E[eps^2, eps^4, eps^6, eps^8] = 1, 3, 15, 105:
+    score mu: :math:`\mu^4/\sigma^2 + 14\mu^2 + 15\sigma^2`;
+    score log_var: :math:`\mu^4/2 + 15\mu^2\sigma^2 + 18.5\sigma^4`;
+    reparam mu (2z): :math:`4\sigma^2`; reparam log_var (z sigma eps): :math:`\mu^2\sigma^2 + 2\sigma^4`.
+    At mu = 0, sigma = 1: 15, 18.5, 4 and 2. Lesson 5.
+    """
+    var = jnp.exp(log_var)
+    return GradientVariances(
+        mu**4 / var + 14 * mu**2 + 15 * var,
+        mu**4 / 2 + 15 * mu**2 * var + 18.5 * var**2,
+        4 * var,
+        mu**2 * var + 2 * var**2,
+    )
