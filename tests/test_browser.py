@@ -64,6 +64,7 @@ def start_voila(notebook, timeout=120):
            "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]
     proc = subprocess.Popen(cmd, cwd=Path(notebook).parent, stdout=log, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)
+    proc.log_file = log
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,6 +88,7 @@ def stop_voila(proc):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    proc.log_file.close()
 
 
 def launch_chromium(playwright):
