@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -70,9 +69,9 @@ def start_voila(notebook, timeout=120):
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"Voila exited with code {proc.returncode}; see {log.name}")
-        try:
-            with urllib.request.urlopen(url + "api/status", timeout=2):
-                return proc, url
+        try:  # the port accepts connections once the server is listening
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return proc, url
         except OSError:
             time.sleep(0.5)
     stop_voila(proc)
@@ -147,7 +146,7 @@ def test_slider_readout_changes_the_image_in_chromium(served_explorer):
             before = page.locator(IMAGE).screenshot()
             seconds = type_into_readout(page, 0, "2.5")
             after = page.locator(IMAGE).screenshot()
-            page.screenshot(path=ARTIFACTS / "latent_explorer_chromium.png")
+            page.screenshot(path=ARTIFACTS / "latent_explorer_chromium.png", full_page=True)
             assert page.locator(READOUT).nth(0).inner_text().strip() == "2.50"
             assert after != before, "the decoded image did not change after the slider moved"
             print(f"slider edit -> new image in Chromium: {1000 * seconds:.0f} ms")

@@ -96,13 +96,14 @@ def test_naive_monte_carlo_bias_and_variance_follow_the_delta_method():
         biases.append(np.mean(est) - exact)
         variances.append(np.var(est))
     # Jensen: log of an unbiased estimate is biased low, and the bias shrinks with S
-    assert all(b < 0 for b in biases), biases
-    assert all(abs(b1) > abs(b2) for b1, b2 in zip(biases[:-1], biases[1:], strict=True)), biases
+    # (at S = 1000 the bias, -v/2000, is below the Monte Carlo noise of this test, so stop at 100)
+    assert all(b < 0 for b in biases[:3]), biases
+    assert abs(biases[0]) > abs(biases[1]) > abs(biases[2]), biases
+    np.testing.assert_allclose(biases[2], -v / 200, atol=3 * np.sqrt(variances[2] / 4000))
     assert all(v1 > v2 for v1, v2 in zip(variances[:-1], variances[1:], strict=True)), variances
     # variance ~ 1/S: ten times the samples, about a tenth of the variance, at large S
     assert 7 < variances[2] / variances[3] < 13, variances
     np.testing.assert_allclose(variances[3], v / 1000, rtol=0.15)
-    np.testing.assert_allclose(biases[3], -v / 2000, rtol=0.5, atol=3 * np.sqrt(variances[3] / 4000))
 
 
 def test_decoder_log_joint_and_likelihood():

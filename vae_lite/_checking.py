@@ -121,6 +121,8 @@ def call(case, fn, *args, what="your function"):
 
 def unpack(case, value, names):
     """Check that ``value`` is a tuple/list of ``len(names)`` items and return it as a tuple."""
+    if value is None:
+        case.fail("your function returned None", hint=f"did you forget `return {', '.join(names)}`?")
     if not isinstance(value, (tuple, list)) or len(value) != len(names):
         n = f" of {len(value)} items" if isinstance(value, (tuple, list)) else ""
         case.fail(
@@ -181,16 +183,18 @@ def expect_close(case, got, expected, *, hint, variants=(), rtol=1e-4, atol=1e-4
     Args:
         variants: ``(description, value)`` pairs of typical wrong answers (or
             ``(description, value, atol)`` with their own tolerance); a ``value`` may be a
-            function, evaluated only on failure. The first that matches ``got`` gives the hint.
+            function, evaluated only on failure. The closest one within tolerance gives the hint.
         hint: the hint when no variant matches (restate the formula).
     """
     expected = np.asarray(expected, dtype=np.float64)
     if np.allclose(got, expected, rtol=rtol, atol=atol):
         return
+    best = 1.0
     for description, value, *own_atol in variants:
         value = np.asarray(value() if callable(value) else value, dtype=np.float64)
-        tol = own_atol[0] if own_atol else atol
-        if value.shape == got.shape and np.all(np.isfinite(value)) and np.allclose(got, value, rtol=rtol, atol=tol):
-            hint = description
-            break
+        if value.shape != got.shape or not np.all(np.isfinite(value)):
+            continue
+        distance = np.max(np.abs(got - value) / (np.asarray(own_atol[0] if own_atol else atol) + rtol * np.abs(value)))
+        if distance <= best:
+            best, hint = distance, description
     case.fail(f"wrong value of {name}", expected=expected, got=got, hint=hint)

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from vae_lite.distributions import kl_normal_std
 from vae_lite.posterior import grid_posterior
@@ -127,9 +127,10 @@ def side_by_side(images, gap=1):
 
 def _slider(description, value, limit, step=0.01, lo=None):
     # continuous_update: a decode costs a few ms, so the image follows the drag.
+    lo = -limit if lo is None else lo
     return widgets.FloatSlider(
-        value=float(np.clip(value, -limit if lo is None else lo, limit)), min=-limit if lo is None else lo,
-        max=limit, step=step, description=description, continuous_update=True, readout_format=".2f",
+        value=float(np.clip(value, lo, limit)), min=lo, max=limit, step=step, description=description,
+        continuous_update=True, readout_format=".2f", style={"description_width": "110px"},
     )
 
 
@@ -143,15 +144,24 @@ def _check_code(z, latent_dim):
 
 
 class _View:
-    """Shared plumbing: one ``ipywidgets.Image`` showing ``self.picture()``, redrawn by ``refresh``."""
+    """Shared plumbing: one ``ipywidgets.Image`` showing ``self.picture()``, redrawn by ``refresh``.
 
-    scale = 6
+    The picture is upscaled (nearest neighbour) to about ``target`` pixels high, and the image
+    widget gets that exact size, so the browser shows crisp pixels instead of blurring them.
+    """
 
-    def _init_view(self, children):
+    target = 224
+
+    def _init_view(self, controls, beside=True):
         self.image_widget = widgets.Image(format="png")
-        self.widget = widgets.VBox([*children, self.image_widget])
-        self._hold = False
-        self.refresh()
+        self._hold, self.scale = False, None
+        self.refresh()  # the first decode also compiles (warm-up) before anything is shown
+        self.image_widget.height, self.image_widget.width = (str(n * self.scale) for n in self._shape)
+        controls = widgets.VBox(controls)
+        if beside:
+            self.widget = widgets.HBox([self.image_widget, controls])
+        else:
+            self.widget = widgets.VBox([controls, self.image_widget])
 
     def _guard(self, change):
         """Observer for every slider: reject non-finite values, then redraw."""
@@ -162,7 +172,10 @@ class _View:
             self.refresh()
 
     def refresh(self):
-        self.image_widget.value = to_png(self.picture(), self.scale)
+        picture = self.picture()
+        if self.scale is None:
+            self._shape, self.scale = picture.shape[:2], max(1, self.target // picture.shape[0])
+        self.image_widget.value = to_png(picture, self.scale)
 
     @property
     def png(self):
@@ -189,7 +202,7 @@ class LatentSliders(_View):
         self.base = _check_code(base, len(base))
         self.sliders = []
         for i in self.dims:
-            label = f"z[{i}]" if kl is None else f"z[{i}] {kl[i]:.1f}n"
+            label = f"z[{i}]" if kl is None else f"z[{i}] ({kl[i]:.1f} nats)"
             slider = _slider(label, self.base[i], limit)
             slider.observe(self._guard, names="value")
             self.sliders.append(slider)
@@ -207,7 +220,7 @@ class LatentSliders(_View):
         self.base = _check_code(z, len(self.base))
         self._hold = True
         try:
-            for i, slider in zip(self.dims, self.sliders):
+            for i, slider in zip(self.dims, self.sliders, strict=True):
                 slider.value = float(np.clip(self.base[i], slider.min, slider.max))
         finally:
             self._hold = False
@@ -245,10 +258,14 @@ class EncodePerturb(LatentSliders):
             firsts = {int(d): int(np.flatnonzero(labels == d)[0]) for d in np.unique(labels)}
             self.digit = widgets.Dropdown(options=[(f"first {d}", i) for d, i in firsts.items()],
                                           value=None, description="or digit")
-            self.digit.observe(lambda c: c["new"] is not None and setattr(self.picker, "value", c["new"]), "value")
+            self.digit.observe(self._pick_digit, names="value")
             extra.append(self.digit)
         super().__init__(decode, means[index], dims, image_shape, limit=limit, kl=kl, extra=extra)
         self.picker.observe(lambda c: self.set_code(self.means[c["new"]]), names="value")
+
+    def _pick_digit(self, change):
+        if change["new"] is not None:
+            self.picker.value = change["new"]
 
     @property
     def original(self):
@@ -286,7 +303,7 @@ class Interpolation(_View):
         self.path = widgets.ToggleButtons(options=list(self.paths), description="path")
         self.t.observe(self._guard, names="value")
         self.path.observe(lambda _: self.refresh(), names="value")
-        self._init_view([self.t, self.path])
+        self._init_view([self.t, self.path], beside=False)
 
     @property
     def z(self):
@@ -310,7 +327,7 @@ def interpolation(model, x, image_shape, *, index_a=0, index_b=1):
 class Manifold(_View):
     """A 2-d model's decoded grid at Normal quantiles, the slider point marked, its decode beside it."""
 
-    scale = 2
+    target = 400
 
     def __init__(self, decode, image_shape, *, num_points=15, limit=3.0):
         self.decode, self.image_shape, self.num_points = decode, tuple(image_shape), num_points
@@ -322,7 +339,7 @@ class Manifold(_View):
         self.sliders = [_slider(f"z[{i}]", 0.0, limit) for i in range(2)]
         for s in self.sliders:
             s.observe(self._guard, names="value")
-        self._init_view([widgets.HBox(self.sliders)])
+        self._init_view([widgets.HBox(self.sliders)], beside=False)
 
     @property
     def z(self):
@@ -330,22 +347,25 @@ class Manifold(_View):
 
     def marker_position(self):
         """Pixel ``(column, row)`` of ``z`` on the grid image: cell i's centre is Phi^{-1}((i + 1/2)/n)."""
-        cdf = np.asarray(jax.scipy.stats.norm.cdf(self.z))
+        cdf = [0.5 * (1 + math.erf(v / math.sqrt(2))) for v in self.z]  # Phi, without a JAX dispatch
         h, w = self.image_shape
         return cdf[0] * self.num_points * w, (1 - cdf[1]) * self.num_points * h
 
     def picture(self):
         self.image = self.decode(self.z[None])[0].reshape(self.image_shape)
-        h, w = self.image_shape
-        big = np.kron(self.image, np.ones((self.num_points // 3, self.num_points // 3)))
-        canvas = np.ones((self.grid_image.shape[0], self.grid_image.shape[1] + w + big.shape[1]), np.float32)
-        canvas[:, : self.grid_image.shape[1]] = self.grid_image
-        canvas[: big.shape[0], -big.shape[1] :] = big[: canvas.shape[0]]
-        rgb = np.repeat(np.round(255 * (1 - canvas)).astype(np.uint8)[..., None], 3, axis=-1)
+        w, (gh, gw) = self.image_shape[1], self.grid_image.shape
+        big = np.kron(self.image, np.ones((self.num_points // 3, self.num_points // 3)))[:gh]
+        if not hasattr(self, "_base"):  # grid and blank panel, converted to RGB once
+            canvas = np.ones((gh, gw + w + big.shape[1]), np.float32)
+            canvas[:, :gw] = self.grid_image
+            self._base = np.repeat(np.round(255 * (1 - canvas)).astype(np.uint8)[..., None], 3, axis=-1)
+        rgb = self._base.copy()
+        rgb[: big.shape[0], -big.shape[1] :] = np.round(255 * (1 - big)).astype(np.uint8)[..., None]
         col, row = self.marker_position()
-        r = max(w // 4, 3)
-        rgb[max(int(row) - r, 0) : int(row) + r, int(np.clip(col, 0, canvas.shape[1] - 1))] = (220, 30, 30)
-        rgb[int(np.clip(row, 0, canvas.shape[0] - 1)), max(int(col) - r, 0) : int(col) + r] = (220, 30, 30)
+        col, row = int(np.clip(col, 1, gw - 2)), int(np.clip(row, 1, gh - 2))
+        r = max(w // 3, 3)
+        rgb[max(row - r, 0) : row + r, col - 1 : col + 1] = (220, 30, 30)  # a red cross at z
+        rgb[row - 1 : row + 1, max(col - r, 0) : col + r] = (220, 30, 30)
         return rgb
 
 
@@ -386,7 +406,7 @@ class ElboWidget(_View):
         self._figure()
         for s in (self.mu_slider, self.log_var_slider):
             s.observe(self._guard, names="value")
-        self._init_view([self.mu_slider, self.log_var_slider, self.text])
+        self._init_view([self.mu_slider, self.log_var_slider, self.text], beside=False)
 
     @property
     def mu(self):
@@ -436,8 +456,6 @@ class ElboWidget(_View):
         self.ax.draw_artist(self.q_line)
         return np.asarray(self.canvas.buffer_rgba())[..., :3]
 
-    def refresh(self):
-        self.image_widget.value = to_png(self.picture(), scale=1)
 
 
 def elbo_widget(log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None):

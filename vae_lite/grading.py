@@ -53,10 +53,28 @@ def _lbeta(a, b):
 
 
 def _linear_gaussian(seed, data_dim, latent_dim, sigma):
-    """A random exact model and one data point drawn from it."""
-    model = LinearGaussian.random(jax.random.key(seed), data_dim, latent_dim, sigma)
-    _, x = model.sample(jax.random.key(seed + 100), 1)
-    return model, x[0]
+    """A random exact model (float32, for the student) and one data point ``x (D,)`` drawn from it."""
+    rng = np.random.default_rng(seed)
+    w, b = rng.normal(size=(data_dim, latent_dim)), rng.normal(size=data_dim)
+    x = w @ rng.normal(size=latent_dim) + b + sigma * rng.normal(size=data_dim)
+    return LinearGaussian(_f32(w), _f32(b), sigma), _f32(x)
+
+
+def _np_log_joint(model, x, z):
+    """log p(x, z) of the linear-Gaussian model in float64 NumPy, for ``z (..., d)``."""
+    w, b, x, s2 = _f64(model.W), _f64(model.b), _f64(x), float(model.sigma) ** 2
+    resid = x - z @ w.T - b
+    return -0.5 * np.sum(np.log(2 * np.pi * s2) + resid**2 / s2, -1) - 0.5 * np.sum(np.log(2 * np.pi) + z**2, -1)
+
+
+def _np_posterior(model, x):
+    """Exact posterior mean ``(d,)`` and covariance ``(d, d)`` and log p(x), in float64 NumPy."""
+    w, b, x, s2 = _f64(model.W), _f64(model.b), _f64(x), float(model.sigma) ** 2
+    cov = np.linalg.inv(np.eye(w.shape[1]) + w.T @ w / s2)
+    marginal = w @ w.T + s2 * np.eye(len(x))
+    _, logdet = np.linalg.slogdet(2 * np.pi * marginal)
+    log_px = -0.5 * (logdet + (x - b) @ np.linalg.solve(marginal, x - b))
+    return cov @ w.T @ (x - b) / s2, cov, log_px
 
 
 # ---------------------------------------------------------------- lesson 1
@@ -242,19 +260,19 @@ def check_grid_normalization(fn):
     """
     model1, x1 = _linear_gaussian(30, 3, 1, 0.8)
     model2, x2 = _linear_gaussian(31, 4, 2, 0.8)
-    axis1, axis2 = jnp.linspace(-5, 5, 201), jnp.linspace(-4, 4, 41)
-    grid2 = jnp.stack([g.ravel() for g in jnp.meshgrid(axis2, axis2, indexing="ij")], axis=-1)
-    values1 = _f64(jax.vmap(model1.log_joint(x1))(axis1[:, None]))
-    values2 = _f64(jax.vmap(model2.log_joint(x2))(grid2))
+    axis1, axis2 = np.linspace(-5, 5, 201), np.linspace(-4, 4, 41)
+    grid2 = np.stack([g.ravel() for g in np.meshgrid(axis2, axis2, indexing="ij")], axis=-1)
+    values1 = _f64(_f32(_np_log_joint(model1, x1, axis1[:, None])))
+    values2 = _f64(_f32(_np_log_joint(model2, x2, grid2)))
     inputs = ((values1, 0.05), (values2, 0.2**2), (_f64(_f32(values1 - 1000.0)), 0.05))
     for i, (values, volume) in enumerate(inputs):
         size = values.shape[0]
         case = Case("check_grid_normalization", i, len(inputs), {"log_joint_values": values, "cell_volume": volume})
         log_post, log_ev = unpack(case, call(case, fn, _f32(values), volume), ("log_posterior", "log_evidence"))
-        log_post = as_array(case, log_post, (size,), name="log_posterior", shape_hints={
-            (): "return (log_posterior, log_evidence) in this order"})
         nonfinite = "exp of values around -1000 underflows to 0: use jax.nn.logsumexp, not log(sum(exp(...)))"
-        log_ev = as_array(case, log_ev, (), name="log_evidence", nonfinite_hint=nonfinite)
+        log_ev = as_array(case, log_ev, (), name="log_evidence", nonfinite_hint=nonfinite, shape_hints={
+            (size,): "return (log_posterior, log_evidence) in this order"})
+        log_post = as_array(case, log_post, (size,), name="log_posterior", nonfinite_hint=nonfinite)
         total = _logsumexp(values)
         ref_ev = total + np.log(volume)
         expect_close(case, log_ev, ref_ev, rtol=1e-5, atol=2e-3, name="log_evidence",
@@ -289,7 +307,7 @@ def check_naive_log_evidence(fn):
     one has likelihoods far below float32's smallest number, so it needs logsumexp).
     """
     inputs = ((_linear_gaussian(40, 3, 2, 1.0), 10), (_linear_gaussian(40, 3, 2, 1.0), 1000),
-              (_linear_gaussian(41, 40, 2, 0.3), 100))
+              (_linear_gaussian(41, 40, 2, 0.05), 100))
     for i, ((model, x), num_samples) in enumerate(inputs):
         log_joint = model.log_joint(x)
 
@@ -306,13 +324,14 @@ def check_naive_log_evidence(fn):
             nonfinite_hint="p(x|z) is below float32's smallest number here, so exp underflows to 0: "
             "use jax.nn.logsumexp(log_likelihoods) - jnp.log(num_samples)")
 
-        def estimate(z):
-            log_lik = _f64(jax.vmap(log_likelihood)(z))
+        def estimate(z, model=model, x=x):
+            z = _f64(z)
+            log_lik = _np_log_joint(model, x, z) + 0.5 * np.sum(np.log(2 * np.pi) + z**2, -1)
             return _logsumexp(log_lik) - np.log(len(log_lik)), log_lik
 
-        z = jax.random.normal(key, (num_samples, d))
+        z = _f64(jax.random.normal(key, (num_samples, d)))
         ref, log_lik = estimate(z)
-        log_prior = _f64(-0.5 * jnp.sum(jnp.log(2 * jnp.pi) + z**2, axis=-1))
+        log_prior = -0.5 * np.sum(np.log(2 * np.pi) + z**2, axis=-1)
         other_samples = "your samples differ: use exactly z = jax.random.normal(key, (num_samples, latent_dim))"
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
             hint="log p(x) ~ log (1/S) sum_s p(x | z_s) = logsumexp(log_likelihoods) - log S, "
@@ -360,11 +379,11 @@ def check_elbo(fn):
     probability > 1 - 1e-8 (fixed keys: deterministic).
     """
     model, x = _linear_gaussian(50, 4, 2, 0.8)
-    post_mean, post_cov = (_f64(a) for a in model.posterior(x))
+    post_mean, post_cov, log_px = _np_posterior(model, x)
     post_log_var = np.log(np.diag(post_cov))
     qs = ((post_mean + np.array([0.3, -0.2]), post_log_var + 0.4), (np.zeros(2), np.zeros(2)),
           (post_mean, post_log_var - 1.0))
-    log_px, num_samples = float(model.log_evidence(x)), 2000
+    num_samples = 2000
     log_joint = model.log_joint(x)
     for i, (mu, log_var) in enumerate(qs):
         mu, log_var = _f64(_f32(mu)), _f64(_f32(log_var))
@@ -378,7 +397,7 @@ def check_elbo(fn):
         ref = _expected_log_joint(model, x, mu, var) - _expected_log_q(log_var, var)
         entropy = -_expected_log_q(log_var, var)
         z = mu + np.sqrt(var) * np.random.default_rng(i).standard_normal((20_000, 2))
-        log_w = _f64(jax.vmap(log_joint)(_f32(z))) + 0.5 * np.sum(np.log(2 * np.pi) + log_var + (z - mu) ** 2 / var, 1)
+        log_w = _np_log_joint(model, x, z) + 0.5 * np.sum(np.log(2 * np.pi) + log_var + (z - mu) ** 2 / var, 1)
         tol = 6 * log_w.std() / np.sqrt(num_samples) + 1e-3 * (1 + abs(ref))
 
         def wrong_spread(var_sample, mu=mu, log_var=log_var):
@@ -419,12 +438,13 @@ def check_kl_normal_std(fn):
             "negative); the variance is exp(log_var)")
         ref = _kl_std(mu, log_var)
         var = np.exp(log_var)
+        sigma_hint = "you used sigma = exp(0.5 * log_var) where the formula needs the variance exp(log_var)"
         expect_close(case, got, ref, rtol=1e-5, atol=1e-4,
             hint="KL = 0.5 * sum_j (mu_j**2 + exp(log_var_j) - 1 - log_var_j)",
             variants=[
                 ("the sign is flipped: a KL divergence is never negative", -ref),
-                ("you used sigma = exp(0.5 * log_var) where the formula needs the variance exp(log_var)",
-                 _kl_std(mu, 0.5 * log_var) + 0.25 * np.sum(log_var)),
+                (sigma_hint, _kl_std(mu, 0.5 * log_var) - 0.25 * np.sum(log_var)),
+                (sigma_hint, _kl_std(mu, 0.5 * log_var)),
                 ("you forgot the factor 1/2", 2 * ref),
                 ("you forgot the -1 inside the sum (the KL of N(0, I) to itself must be 0)", ref + d / 2),
                 ("you forgot to square mu", 0.5 * np.sum(mu + var - 1 - log_var)),
@@ -456,20 +476,25 @@ def check_reparameterized_sample(fn):
         eps, sigma = _f64(jax.random.normal(key, shape)), np.exp(0.5 * log_var)
         ref = mu + sigma * eps
         hint = "z = mu + exp(0.5 * log_var) * eps with eps = jax.random.normal(key, mu.shape)"
+        other_eps = ("mu + sigma * eps looks right but eps differs: use eps = jax.random.normal(key, mu.shape) "
+                     "with the key as given (no splitting)")
         eps_hat = (got - mu) / sigma
         if got.size >= 100 and abs(eps_hat.mean()) < 0.3 and 0.7 < eps_hat.std() < 1.3:
-            hint = ("mu + sigma * eps looks right but eps differs: use eps = jax.random.normal(key, mu.shape) "
-                    "with the key as given (no splitting)")
+            hint = other_eps
         expect_close(case, got, ref, rtol=1e-5, atol=1e-5, hint=hint,
             variants=[
                 ("you used exp(log_var), the variance, as the standard deviation: sigma = exp(0.5 * log_var)",
                  mu + np.exp(log_var) * eps),
                 ("you used log_var as the standard deviation: sigma = exp(0.5 * log_var)", mu + log_var * eps),
+                ("you used sqrt(log_var) as the standard deviation: sigma = exp(0.5 * log_var)",
+                 np.where(log_var >= 0, mu + np.sqrt(np.abs(log_var)) * eps, np.nan)),
                 ("you forgot to add mu", sigma * eps),
                 ("you ignored log_var: scale eps by sigma = exp(0.5 * log_var)", mu + eps),
                 ("no noise: z must be random, z = mu + sigma * eps", mu),
                 ("you returned eps; return z = mu + sigma * eps", eps),
                 ("use mu + sigma * eps (plus, not minus)", mu - sigma * eps),
+                (other_eps, lambda k=key, m=mu, s=sigma: m + s * _f64(jax.random.normal(jax.random.split(k)[0], m.shape))),
+                (other_eps, lambda k=key, m=mu, s=sigma: m + s * _f64(jax.random.normal(jax.random.split(k)[1], m.shape))),
             ])
         if i == 0:
             summed = jax.grad(lambda m, v, key=key: jnp.sum(fn(key, m, v)), argnums=(0, 1))
@@ -521,8 +546,8 @@ def check_negative_elbo(fn):
                 ("you forgot the reconstruction term", np.mean(kl)),
                 ("you averaged over pixels; sum the log-likelihood over pixels", np.mean(kl - rec / size)),
                 ("you averaged the KL over latent dimensions; sum it", np.mean(kl / d - rec)),
-                ("the KL uses sigma where it needs the variance exp(log_var)",
-                 np.mean(_kl_std(mu, 0.5 * log_var) + 0.25 * log_var.sum(1) - rec)),
+                ("the KL uses sigma = exp(0.5 * log_var) where it needs the variance exp(log_var)",
+                 np.mean(_kl_std(mu, 0.5 * log_var) - 0.25 * log_var.sum(1) - rec)),
                 ("you applied sigmoid twice: log_bernoulli takes the logits themselves",
                  np.mean(kl - np.sum(x * probs - np.logaddexp(0, probs), axis=1))),
             ])
@@ -545,7 +570,7 @@ def check_mean_field_step(fn):
     """
     model, x = _linear_gaussian(60, 4, 2, 0.8)
     log_joint = model.log_joint(x)
-    inputs = ((np.zeros(2), np.zeros(2), 0.1, 8), (np.array([0.5, -0.3]), np.array([-1.0, -0.5]), 0.05, 32))
+    inputs = ((np.array([0.5, -0.3]), np.array([-1.0, -0.5]), 0.05, 32), (np.zeros(2), np.zeros(2), 0.1, 8))
     for i, (mu, log_var, lr, num_samples) in enumerate(inputs):
         key = jax.random.key(i)
         case = Case("check_mean_field_step", i, len(inputs), {

@@ -137,8 +137,11 @@ def normalize_on_grid(log_joint_values, cell_volume):
         )
     if jnp.ndim(cell_volume) != 0:
         raise ValueError(f"cell_volume must be a scalar, got shape {jnp.shape(cell_volume)}.")
-    log_evidence = jax.nn.logsumexp(log_joint_values) + jnp.log(cell_volume)
-    return log_joint_values - log_evidence, log_evidence
+    # subtract the maximum first: log p(x, z) ~ -100s, where float32 has only ~1e-5 absolute precision
+    top = jnp.max(log_joint_values)
+    shifted = log_joint_values - top
+    log_normalizer = jax.nn.logsumexp(shifted) + jnp.log(cell_volume)
+    return shifted - log_normalizer, top + log_normalizer
 
 
 def grid_posterior(log_joint, grid):

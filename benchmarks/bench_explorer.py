@@ -1,0 +1,155 @@
+"""Latent explorer latency: slider change -> new image, in Python and in a real browser.
+
+Python side: setting a slider's value runs the widget's observer synchronously (jitted
+decode + PNG encoding + the image widget's update), so timing the assignment times
+exactly what a slider move costs the kernel. Browser round trip: Voila serves a
+one-widget notebook on the standard MNIST model, headless Debian Chromium types a value
+into a slider's readout and we time Enter -> new image loaded (helpers shared with
+``tests/test_browser.py``). Models come from the training cache (trained if missing).
+
+Run: ``python benchmarks/bench_explorer.py [--quick] [--no-browser]``; ``main()`` returns
+the rows (dicts ``metric, measured, target, status, note``) for ``run_all.py``.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _report import print_table, row  # noqa: E402
+
+BROWSER_NOTEBOOK = """\
+from vae_lite import data, explorer, training
+
+mnist = data.load("mnist", fallback=True)
+model = training.train(progress=False).model
+view = explorer.latent_sliders(model, mnist.x_test[:500], mnist.image_shape)
+view.widget
+"""
+
+
+def timings_ms(set_value, values):
+    """Milliseconds of ``set_value(v)`` for each v (after two warm-up calls)."""
+    set_value(values[0])
+    set_value(values[1])
+    out = []
+    for v in values:
+        start = time.perf_counter()
+        set_value(v)
+        out.append(1000 * (time.perf_counter() - start))
+    return np.array(out)
+
+
+def stats_row(metric, ms, median_target=None, p95_target=None, note=""):
+    median, p95 = np.median(ms), np.percentile(ms, 95)
+    measured = f"median {median:.1f} ms, p95 {p95:.1f} ms (n={len(ms)})"
+    target, ok = "", None
+    if median_target is not None:
+        target = f"median <= {median_target} ms" + (f", p95 <= {p95_target} ms" if p95_target else "")
+        ok = bool(median <= median_target and (p95_target is None or p95 <= p95_target))
+    return row(metric, measured, target, ok, note)
+
+
+def python_rows(num_changes):
+    import jax
+
+    from vae_lite import data, explorer, posterior, training
+
+    mnist = data.load("mnist", fallback=True)
+    x = mnist.x_test[:500]
+    model = training.train(progress=False).model
+    values = list(np.linspace(-2.5, 2.5, num_changes))
+    rows = []
+
+    view = explorer.latent_sliders(model, x, mnist.image_shape)
+    rows.append(stats_row(f"latent sliders ({mnist.name}, {model.num_pixels}-d decoder): slider -> new image",
+                          timings_ms(lambda v: setattr(view.sliders[0], "value", float(v)), values), 20, 50,
+                          "decode + PNG + widget update"))
+    z = view.z[None]
+    rows.append(stats_row("  of which: jitted decode", timings_ms(lambda v: view.decode(z + v), values)))
+    rows.append(stats_row("  of which: PNG encoding", timings_ms(lambda v: explorer.to_png(view.image, view.scale),
+                                                                  values)))
+
+    perturb = explorer.encode_and_perturb(model, x, mnist.image_shape, labels=mnist.y_test[:500])
+    rows.append(stats_row("encode and perturb: slider -> original | decoded",
+                          timings_ms(lambda v: setattr(perturb.sliders[0], "value", float(v)), values), 20, 50))
+    interp = explorer.interpolation(model, x, mnist.image_shape, index_a=0, index_b=1)
+    ts = list(np.linspace(0, 1, num_changes))
+    rows.append(stats_row("interpolation (linear): t -> A | z(t) | B",
+                          timings_ms(lambda v: setattr(interp.t, "value", float(v)), ts), 20, 50))
+
+    model2 = training.train(latent_dim=2, progress=False).model
+    grid = explorer.manifold(model2, mnist.image_shape)
+    rows.append(stats_row("2-D manifold (15x15 grid + marker): slider -> new image",
+                          timings_ms(lambda v: setattr(grid.sliders[0], "value", float(v)), values), 20, 50))
+
+    lg = posterior.LinearGaussian.random(jax.random.key(0), 5, 1)
+    x_lg = lg.sample(jax.random.key(1), 1)[1][0]
+    elbo_view = explorer.elbo_widget(lg.log_joint(x_lg), np.linspace(-4, 4, 801))
+    rows.append(stats_row("lesson-4 ELBO widget (801-point grid, matplotlib blit): slider -> new plot",
+                          timings_ms(lambda v: setattr(elbo_view.mu_slider, "value", float(v) / 2), values),
+                          50, None))
+    return rows
+
+
+def browser_rows(num_edits):
+    spec = importlib.util.spec_from_file_location("test_browser", HERE.parent / "tests" / "test_browser.py")
+    tb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tb)
+    if not Path(tb.CHROMIUM).exists():
+        return [row("browser round trip", f"skipped: {tb.CHROMIUM} not found")]
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as folder:
+        proc, url = tb.start_voila(tb.write_notebook(folder, BROWSER_NOTEBOOK))
+        try:
+            with sync_playwright() as p:
+                browser = tb.launch_chromium(p)
+                try:
+                    page = browser.new_page()
+                    start = time.perf_counter()
+                    page.goto(url, timeout=300_000)
+                    page.wait_for_selector(tb.IMAGE, timeout=300_000)
+                    first = time.perf_counter() - start
+                    values = [f"{v:.2f}" for v in np.linspace(-2.5, 2.5, num_edits)]
+                    tb.type_into_readout(page, 0, "2.9")  # warm-up
+                    ms = np.array([1000 * tb.type_into_readout(page, 0, v) for v in values])
+                finally:
+                    browser.close()
+        finally:
+            tb.stop_voila(proc)
+    return [
+        stats_row("browser round trip (Voila + Chromium): readout edit -> new image", ms, 300, None,
+                  "standard MNIST model; time from Enter to the new image loaded"),
+        row("  Voila page load -> first image", f"{first:.1f} s", note="kernel start, imports, model load, compile"),
+    ]
+
+
+def main(quick=False, browser=True):
+    """Measure, print the table, return the rows."""
+    rows = python_rows(30 if quick else 200)
+    if browser:
+        rows += browser_rows(5 if quick else 30)
+    try:
+        load = ", load average %.1f / %.1f / %.1f" % os.getloadavg()
+    except OSError:
+        load = ""
+    print_table(f"Latent explorer latency ({os.cpu_count()} CPUs{load})", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Voila + Chromium round trip")
+    args = parser.parse_args()
+    main(quick=args.quick, browser=not args.no_browser)

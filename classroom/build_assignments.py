@@ -1,0 +1,251 @@
+"""Build the student versions of the lessons with nbgrader (``make assignments``).
+
+Sets up an nbgrader course folder (default ``assignments/course/``, not committed) with one
+assignment per lesson, ``notebooks/0N_<name>.ipynb`` -> ``source/lesson0N/0N_<name>.ipynb``,
+runs nbgrader's ``generate_assignment`` for each (solutions replaced by
+``raise NotImplementedError()``, hidden tests removed, all outputs cleared) into
+``release/lesson0N/``, checks that no solution leaked into a student version, and prints
+the points per assignment. The gradebook (``gradebook.db``) of an existing course folder is
+kept, so re-running after editing a lesson is safe.
+
+Usage: ``python classroom/build_assignments.py [--notebooks DIR] [--course DIR]``
+"""
+
+import argparse
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = Path(__file__).with_name("nbgrader_config.py")
+LESSON = re.compile(r"^0(\d)_\w+\.ipynb$")
+SECRET = re.compile(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END \1", re.S)
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+
+
+@dataclass
+class Assignment:
+    """One lesson as an nbgrader assignment."""
+
+    name: str  # e.g. "lesson01"
+    source: Path  # the lesson notebook with solutions
+    release: Path  # the generated student version
+    exercises: list  # [(grade_id of the test cell, points)]
+
+    @property
+    def points(self):
+        return sum(points for _, points in self.exercises)
+
+
+def lesson_notebooks(notebooks_dir):
+    """``{"lesson01": Path(".../01_data_likelihood.ipynb"), ...}`` for the lessons that exist."""
+    found = {}
+    for path in sorted(Path(notebooks_dir).glob("0*.ipynb")):
+        match = LESSON.match(path.name)
+        if match:
+            found[f"lesson{int(match.group(1)):02d}"] = path
+    return found
+
+
+def nbgrader_meta(cell):
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def graded_tests(nb):
+    """``[(index, cell)]`` of the graded (autograder test) cells."""
+    return [(i, cell) for i, cell in enumerate(nb.cells) if nbgrader_meta(cell).get("grade")]
+
+
+def _secret_regions(nb, min_length=20):
+    """``[(kind, snippets)]``: the code of each solution / hidden-test region, line by line.
+
+    Lines shorter than ``min_length`` are too generic to recognise. ``return expr`` and
+    ``name = expr`` count by their ``expr``, so the same expression shown elsewhere is caught.
+    """
+    regions = []
+    for cell in nb.cells:
+        for kind, region in SECRET.findall(cell.source):
+            snippets = set()
+            for line in region.splitlines():
+                line = re.sub(r"^(return\s+|[\w, ]+=\s*)", "", line.split("#")[0].strip()).strip()
+                if len(line) >= min_length:
+                    snippets.add(line)
+            if snippets:
+                regions.append((kind, sorted(snippets)))
+    return regions
+
+
+def _cell_texts(cell):
+    yield cell.source
+    for output in cell.get("outputs", []):
+        if "text" in output:
+            yield "".join(output["text"])
+        for value in output.get("data", {}).values():
+            if isinstance(value, str):
+                yield value
+            elif isinstance(value, list):
+                yield "".join(v for v in value if isinstance(v, str))
+        yield "\n".join(output.get("traceback", []))
+
+
+def find_leaks(solution_nb, student_nb):
+    """Problems that would hand a solution to students (empty list: none).
+
+    Looks for nbgrader markers and outputs left in the student version, any line of a hidden
+    test, and solutions shown elsewhere: a solution region all of whose lines (see
+    :func:`_secret_regions`) appear in the student version's sources or outputs. (A single
+    library call that a longer solution also uses is part of the lesson, not a leak.)
+    """
+    problems = []
+    texts = []
+    for i, cell in enumerate(student_nb.cells):
+        if cell.cell_type == "code" and cell.get("outputs"):
+            problems.append(f"cell {i} still has outputs")
+        for text in _cell_texts(cell):
+            problems += [f"cell {i} contains the marker {m!r}" for m in MARKERS if m in text]
+            texts.append(text)
+    everything = "\n".join(texts)
+    for kind, snippets in _secret_regions(solution_nb):
+        shown = [s for s in snippets if s in everything]
+        if shown and (kind == "HIDDEN TESTS" or len(shown) == len(snippets)):
+            problems += [f"the student version shows {kind.lower()} code: {s!r}" for s in shown]
+    return problems
+
+
+def setup_course(course_dir, notebooks):
+    """Create/refresh ``course_dir`` with its nbgrader_config.py and ``source/<assignment>/`` copies."""
+    course_dir = Path(course_dir)
+    course_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(CONFIG, course_dir / "nbgrader_config.py")
+    for name, path in notebooks.items():
+        source = course_dir / "source" / name
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+        shutil.copyfile(path, source / path.name)
+
+
+def generate(course_dir, names):
+    """Run nbgrader's generate_assignment for each assignment (in this process, config from the course)."""
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course_dir = Path(course_dir).resolve()
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
+    config.CourseDirectory.root = str(course_dir)
+    for name in names:
+        coursedir = CourseDirectory(config=config)
+        coursedir.assignment_id = name
+        app = GenerateAssignment(coursedir=coursedir, config=config)
+        app.force = True
+        app.log.setLevel("WARNING")
+        try:
+            app.start()
+        except Exception as error:  # nbgrader reports what is wrong in its log and the exception
+            raise RuntimeError(f"nbgrader generate_assignment {name} failed: {error}") from error
+
+
+def build(notebooks_dir=ROOT / "notebooks", course_dir=ROOT / "assignments" / "course"):
+    """Build the student versions of every lesson in ``notebooks_dir``.
+
+    Returns:
+        a list of :class:`Assignment`. Raises ``RuntimeError`` if nbgrader fails or a
+        solution leaks into a student version.
+    """
+    notebooks = lesson_notebooks(notebooks_dir)
+    if not notebooks:
+        raise RuntimeError(f"no lesson notebooks (0N_<name>.ipynb) in {notebooks_dir}")
+    setup_course(course_dir, notebooks)
+    generate(course_dir, list(notebooks))
+    assignments, problems = [], []
+    for name, path in notebooks.items():
+        release = Path(course_dir) / "release" / name / path.name
+        solution_nb, student_nb = nbformat.read(path, as_version=4), nbformat.read(release, as_version=4)
+        tests = [(nbgrader_meta(cell)["grade_id"], nbgrader_meta(cell).get("points", 0))
+                 for _, cell in graded_tests(solution_nb)]
+        assignments.append(Assignment(name, path, release, tests))
+        problems += [f"{name}: {problem}" for problem in find_leaks(solution_nb, student_nb)]
+    if problems:
+        raise RuntimeError("solutions leak into the student versions:\n  " + "\n  ".join(problems))
+    return assignments
+
+
+@dataclass
+class GradedResult:
+    """How one graded test cell fared when nbgrader executed the notebook."""
+
+    grade_id: str
+    score: float
+    max_score: float
+    error: str  # "ename: evalue" of its error output, stderr text, or ""
+
+
+def validate(notebook, invert=False, timeout=120):
+    """Execute ``notebook`` with nbgrader's Validator (what ``nbgrader validate [--invert]`` runs).
+
+    Args:
+        notebook: path of a solution or student notebook.
+        invert: as ``nbgrader validate --invert``: complain about graded cells that pass.
+        timeout: seconds allowed per cell.
+
+    Returns:
+        ``(results, graded)``: nbgrader's verdict, a dict that is empty when the notebook
+        validates (otherwise with key ``"failed"``, or ``"passed"`` when ``invert``, or
+        ``"changed"``), and a :class:`GradedResult` per graded cell of the executed notebook.
+    """
+    from nbgrader import utils
+    from nbgrader.validator import Validator
+    from traitlets.config import Config
+
+    config = Config()
+    config.Execute.timeout = timeout
+    executed = []
+
+    class RecordingValidator(Validator):  # keeps the executed notebook, which validate() drops
+        def _preprocess(self, nb):
+            executed.append(super()._preprocess(nb))
+            return executed[-1]
+
+    results = RecordingValidator(config=config, invert=invert).validate(str(Path(notebook).resolve()))
+    graded = []
+    for _, cell in graded_tests(executed[-1]) if executed else []:
+        score, max_score = utils.determine_grade(cell)
+        errors = [f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"]
+        errors += ["stderr: " + o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+        graded.append(GradedResult(nbgrader_meta(cell)["grade_id"], score, max_score, "\n".join(errors)))
+    return results, graded
+
+
+def _shown(path):
+    try:
+        return Path(path).resolve().relative_to(Path.cwd())
+    except ValueError:
+        return Path(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notebooks", type=Path, default=ROOT / "notebooks", help="lesson notebooks")
+    parser.add_argument("--course", type=Path, default=ROOT / "assignments" / "course", help="nbgrader course folder")
+    args = parser.parse_args(argv)
+    try:
+        assignments = build(args.notebooks, args.course)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Student versions (nbgrader release folder): {_shown(args.course / 'release')}/")
+    for a in assignments:
+        ids = ", ".join(f"{grade_id.removesuffix('_test')} ({points})" for grade_id, points in a.exercises)
+        print(f"  {a.name}  {a.source.name:<36} {len(a.exercises)} exercises, {a.points:>2} points: {ids}")
+    total = sum(a.points for a in assignments)
+    print(f"  total: {sum(len(a.exercises) for a in assignments)} exercises, {total} points")
+    print(f"Next: cd {_shown(args.course)} && nbgrader release_assignment lesson01  (see README, 'For instructors')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Tests for vae_lite.grading: each check passes a correct solution, and fails typical wrong
+ones with the hint that names the mistake; broken functions (blank, None, NaN, wrong shape,
+tuple, exception, endless loop) fail with a message, never an unrelated traceback."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.special import betaln
+from jax.scipy.stats import norm
+
+from vae_lite import _checking, grading
+from vae_lite import elbo as vae_elbo
+from vae_lite.distributions import kl_normal_std, log_bernoulli, log_normal_diag, log_normal_std
+
+
+# ------------------------------------------------------------ correct solutions, one per exercise
+def image_log_likelihood(x, p):
+    return jnp.sum(x * jnp.log(p) + (1 - x) * jnp.log1p(-p))
+
+
+def shared_theta_log_marginal(x, a, b):
+    k, n = jnp.sum(x), x.shape[0]
+    return betaln(a + k, b + n - k) - betaln(a, b)
+
+
+def sample_mixture(key, weights, probs, num_samples):
+    key_z, key_x = jax.random.split(key)
+    z = jax.random.categorical(key_z, jnp.log(weights), shape=(num_samples,))
+    return z, jax.random.bernoulli(key_x, probs[z]).astype(jnp.float32)
+
+
+def _component_log_liks(x, probs):
+    return jnp.sum(x * jnp.log(probs) + (1 - x) * jnp.log1p(-probs), axis=1)
+
+
+def mixture_log_likelihood(x, weights, probs):
+    return jax.nn.logsumexp(jnp.log(weights) + _component_log_liks(x, probs))
+
+
+def normalize_on_grid(log_joint_values, cell_volume):
+    log_evidence = jax.nn.logsumexp(log_joint_values) + jnp.log(cell_volume)
+    return log_joint_values - log_evidence, log_evidence
+
+
+def naive_log_evidence(key, log_likelihood, latent_dim, num_samples):
+    z = jax.random.normal(key, (num_samples, latent_dim))
+    return jax.nn.logsumexp(jax.vmap(log_likelihood)(z)) - jnp.log(num_samples)
+
+
+def elbo_estimate(key, log_joint, mu, log_var, num_samples):
+    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, (num_samples, mu.shape[0]))
+    return jnp.mean(jax.vmap(log_joint)(z) - log_normal_diag(z, mu, log_var))
+
+
+def kl_to_standard_normal(mu, log_var):
+    return 0.5 * jnp.sum(mu**2 + jnp.exp(log_var) - 1 - log_var)
+
+
+def reparameterize(key, mu, log_var):
+    return mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
+
+
+def negative_elbo_loss(x, logits, mu, log_var):
+    return jnp.mean(kl_normal_std(mu, log_var) - log_bernoulli(x, logits))
+
+
+def mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples):
+    grad_mu, grad_log_var = jax.grad(vae_elbo.elbo, argnums=(2, 3))(key, log_joint, mu, log_var, num_samples)
+    return mu + learning_rate * grad_mu, log_var + learning_rate * grad_log_var
+
+
+def inference_gaps(log_px, elbo_optimal, elbo_encoder):
+    return log_px - elbo_optimal, elbo_optimal - elbo_encoder
+
+
+def interpolate(z0, z1, t):
+    return (1 - t)[:, None] * z0 + t[:, None] * z1
+
+
+def inverse_cdf_grid(num_points):
+    return norm.ppf((jnp.arange(num_points) + 0.5) / num_points)
+
+
+CHECKS = [
+    (grading.check_image_log_likelihood, image_log_likelihood),
+    (grading.check_shared_theta_log_marginal, shared_theta_log_marginal),
+    (grading.check_mixture_sampling, sample_mixture),
+    (grading.check_mixture_log_likelihood, mixture_log_likelihood),
+    (grading.check_grid_normalization, normalize_on_grid),
+    (grading.check_naive_log_evidence, naive_log_evidence),
+    (grading.check_elbo, elbo_estimate),
+    (grading.check_kl_normal_std, kl_to_standard_normal),
+    (grading.check_reparameterized_sample, reparameterize),
+    (grading.check_negative_elbo, negative_elbo_loss),
+    (grading.check_mean_field_step, mean_field_step),
+    (grading.check_inference_gaps, inference_gaps),
+    (grading.check_interpolation, interpolate),
+    (grading.check_inverse_cdf_grid, inverse_cdf_grid),
+]
+IDS = [check.__name__ for check, _ in CHECKS]
+SCALAR_CHECKS = [c for c in CHECKS if c[1] not in (sample_mixture, normalize_on_grid, mean_field_step, inference_gaps)]
+
+
+def fails_with(check, fn, *fragments):
+    """Run ``check(fn)``, expect an AssertionError whose message contains every fragment."""
+    with pytest.raises(AssertionError) as info:
+        check(fn)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in message:\n{message}"
+    return message
+
+
+def test_the_catalogue_has_exactly_fourteen_checks():
+    names = sorted(name for name in dir(grading) if name.startswith("check_"))
+    assert names == sorted(IDS)
+
+
+@pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
+def test_correct_solution_passes(check, correct):
+    assert "passed" in check(correct)
+
+
+# ------------------------------------------------------------ broken functions, every check
+@pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
+def test_blank_exercise_says_not_implemented(check, correct):
+    def blank(*args):
+        raise NotImplementedError()
+
+    message = fails_with(check, blank, "not implemented yet", "raise NotImplementedError()")
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
+def test_returning_none_says_forgot_return(check, correct):
+    fails_with(check, lambda *args: None, "None", "return")
+
+
+@pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
+def test_nan_is_reported(check, correct):
+    fails_with(check, lambda *args: jax.tree.map(lambda v: v * jnp.nan, correct(*args)), "NaN")
+
+
+@pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
+def test_wrong_shape_is_reported(check, correct):
+    fails_with(check, lambda *args: jax.tree.map(lambda v: jnp.stack([v, v]), correct(*args)), "shape", "expected")
+
+
+@pytest.mark.parametrize(("check", "correct"), SCALAR_CHECKS, ids=[c.__name__ for c, _ in SCALAR_CHECKS])
+def test_tuple_instead_of_array_is_reported(check, correct):
+    fails_with(check, lambda *args: (correct(*args), 0.0), "tuple", "single array")
+
+
+@pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
+def test_exception_in_student_code_is_reported_with_its_line(check, correct):
+    def broken(*args):
+        return 1 / 0
+
+    fails_with(check, broken, "raised ZeroDivisionError", "return 1 / 0", "test input 1")
+
+
+@pytest.mark.parametrize(("check", "correct"), CHECKS[:3], ids=IDS[:3])
+def test_endless_loop_is_stopped(check, correct, monkeypatch):
+    monkeypatch.setattr(_checking, "TIME_LIMIT_S", 0.3)
+
+    def endless(*args):
+        while True:
+            pass
+
+    fails_with(check, endless, "did not finish")
+
+
+def test_non_callable_and_non_array_results_are_reported():
+    fails_with(grading.check_kl_normal_std, 3.0, "expected a function")
+    fails_with(grading.check_kl_normal_std, lambda mu, log_var: "1.0", "real-valued array")
+    fails_with(grading.check_kl_normal_std, lambda mu, log_var: [1.0], "list")
+
+
+def test_message_shows_input_expected_and_got():
+    message = fails_with(grading.check_kl_normal_std, lambda mu, log_var: -kl_to_standard_normal(mu, log_var))
+    for part in ("check_kl_normal_std", "test input 1 of 3", "input:", "mu = ", "expected: ", "got: ", "hint: "):
+        assert part in message
+
+
+# ------------------------------------------------------------ typical mistakes, check by check
+def _pixel_terms(x, p):
+    return x * jnp.log(p) + (1 - x) * jnp.log1p(-p)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda x, p: _pixel_terms(x, p), "sum over the pixels"),
+    (lambda x, p: jnp.mean(_pixel_terms(x, p)), "averaged over the pixels"),
+    (lambda x, p: -jnp.sum(_pixel_terms(x, p)), "sign is flipped"),
+    (lambda x, p: jnp.exp(jnp.sum(_pixel_terms(x, p))), "likelihood itself"),
+    (lambda x, p: jnp.sum(_pixel_terms(1 - x, p)), "swapped"),
+    (lambda x, p: jnp.sum(x * jnp.log(p)), "black pixels"),
+    (lambda x, p: jnp.sum(x * jnp.log(p) + (1 - x) * jnp.log(x)), "never log(x)"),
+])
+def test_image_log_likelihood_mistakes(wrong, hint):
+    fails_with(grading.check_image_log_likelihood, wrong, hint)
+
+
+def _iid(x, a, b):
+    k, n, mean = jnp.sum(x), x.shape[0], a / (a + b)
+    return k * jnp.log(mean) + (n - k) * jnp.log1p(-mean)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (_iid, "its own theta"),
+    (lambda x, a, b: betaln(a + jnp.sum(x), b + x.shape[0] - jnp.sum(x)), "normaliser"),
+    (lambda x, a, b: betaln(a + x.shape[0] - jnp.sum(x), b + jnp.sum(x)) - betaln(a, b), "swapped"),
+    (lambda x, a, b: jnp.sum(x * jnp.log(jnp.mean(x)) + (1 - x) * jnp.log1p(-jnp.mean(x))), "plugged in"),
+    (lambda x, a, b: jnp.exp(shared_theta_log_marginal(x, a, b)), "probability; return its log"),
+])
+def test_shared_theta_mistakes(wrong, hint):
+    fails_with(grading.check_shared_theta_log_marginal, wrong, hint)
+
+
+def _sampler(choose_z, choose_x):
+    def sample(key, weights, probs, num_samples):
+        key_z, key_x = jax.random.split(key)
+        z = choose_z(key_z, weights, num_samples)
+        return z, choose_x(key_x, weights, probs, z).astype(jnp.float32)
+
+    return sample
+
+
+_good_z = lambda key, w, n: jax.random.categorical(key, jnp.log(w), shape=(n,))  # noqa: E731
+_good_x = lambda key, w, probs, z: jax.random.bernoulli(key, probs[z])  # noqa: E731
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (_sampler(lambda key, w, n: jax.random.randint(key, (n,), 0, w.shape[0]), _good_x), "uniformly"),
+    (_sampler(lambda key, w, n: jax.random.categorical(key, w, shape=(n,)), _good_x), "LOG-probabilities"),
+    (_sampler(_good_z, lambda key, w, probs, z: jax.random.bernoulli(key, (w @ probs)[None], (z.shape[0], probs.shape[1]))),
+     "does not follow its component"),
+    (_sampler(_good_z, lambda key, w, probs, z: jax.random.bernoulli(key, 1 - probs[z])), "flipped"),
+    (_sampler(_good_z, lambda key, w, probs, z: probs[z]), "0/1 pixel samples"),
+    (lambda key, weights, probs, n: sample_mixture(jax.random.key(0), weights, probs, n), "same samples"),
+    (lambda key, weights, probs, n: sample_mixture(key, weights, probs, n)[1], "expected a tuple (z, x)"),
+])
+def test_mixture_sampling_mistakes(wrong, hint):
+    fails_with(grading.check_mixture_sampling, wrong, hint)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda x, w, probs: jnp.log(jnp.sum(w * jnp.prod(jnp.where(x == 1, probs, 1 - probs), axis=1))),
+     "underflows"),
+    (lambda x, w, probs: jnp.sum(w * _component_log_liks(x, probs)), "log is inside"),
+    (lambda x, w, probs: jax.nn.logsumexp(_component_log_liks(x, probs)), "forgot the mixture weights"),
+    (lambda x, w, probs: jnp.max(jnp.log(w) + _component_log_liks(x, probs)), "best component"),
+    (lambda x, w, probs: jnp.log(w) + _component_log_liks(x, probs), "logsumexp over k"),
+])
+def test_mixture_log_likelihood_mistakes(wrong, hint):
+    fails_with(grading.check_mixture_log_likelihood, wrong, hint)
+
+
+def _grid(log_evidence_of):
+    def normalize(values, volume):
+        log_evidence = log_evidence_of(values, volume)
+        return values - log_evidence, log_evidence
+
+    return normalize
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (_grid(lambda v, vol: jax.nn.logsumexp(v)), "forgot the cell volume"),
+    (_grid(lambda v, vol: jax.nn.logsumexp(v) + vol), "add log(cell_volume)"),
+    (_grid(lambda v, vol: jax.nn.logsumexp(v) - jnp.log(v.shape[0])), "averaged over the grid points"),
+    (_grid(lambda v, vol: jnp.log(jnp.sum(jnp.exp(v)) * vol)), "logsumexp"),
+    (lambda v, vol: normalize_on_grid(v, vol)[::-1], "in this order"),
+    (lambda v, vol: (v - jax.nn.logsumexp(v), normalize_on_grid(v, vol)[1]), "log-probabilities of the grid cells"),
+    (lambda v, vol: (v + normalize_on_grid(v, vol)[1], normalize_on_grid(v, vol)[1]), "subtract it"),
+])
+def test_grid_normalization_mistakes(wrong, hint):
+    fails_with(grading.check_grid_normalization, wrong, hint)
+
+
+def _naive(combine, draw=lambda key, s, d: jax.random.normal(key, (s, d))):
+    def estimate(key, log_likelihood, latent_dim, num_samples):
+        z = draw(key, num_samples, latent_dim)
+        return combine(jax.vmap(log_likelihood)(z), z)
+
+    return estimate
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (_naive(lambda ll, z: jnp.mean(ll)), "averaged the log-likelihoods"),
+    (_naive(lambda ll, z: jax.nn.logsumexp(ll)), "divide by S"),
+    (_naive(lambda ll, z: jnp.log(jnp.mean(jnp.exp(ll)))), "logsumexp"),
+    (_naive(lambda ll, z: jax.nn.logsumexp(ll + log_normal_std(z)) - jnp.log(z.shape[0])), "added log p(z)"),
+    (_naive(lambda ll, z: jax.nn.logsumexp(ll) - jnp.log(z.shape[0]),
+            lambda key, s, d: jax.random.normal(jax.random.split(key)[1], (s, d))), "samples differ"),
+])
+def test_naive_log_evidence_mistakes(wrong, hint):
+    fails_with(grading.check_naive_log_evidence, wrong, hint)
+
+
+def _elbo_with(sigma_of, log_w):
+    def estimate(key, log_joint, mu, log_var, num_samples):
+        z = mu + sigma_of(log_var) * jax.random.normal(key, (num_samples, mu.shape[0]))
+        return jnp.mean(log_w(jax.vmap(log_joint)(z), log_normal_diag(z, mu, log_var)))
+
+    return estimate
+
+
+def test_elbo_passes_the_library_and_fails_an_iwae_estimate():
+    assert "passed" in grading.check_elbo(vae_elbo.elbo)
+    fails_with(grading.check_elbo, vae_elbo.log_evidence_is, "close to log p(x)")
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (_elbo_with(lambda lv: jnp.exp(0.5 * lv), lambda lj, lq: lj), "forgot the entropy"),
+    (_elbo_with(lambda lv: jnp.exp(0.5 * lv), lambda lj, lq: lj + lq), "wrong sign of the entropy"),
+    (_elbo_with(lambda lv: jnp.exp(lv), lambda lj, lq: lj - lq), "wrong spread"),
+    (_elbo_with(lambda lv: lv, lambda lj, lq: lj - lq), "log_var as the standard deviation"),
+    (_elbo_with(lambda lv: jnp.exp(0.5 * lv), lambda lj, lq: lq - lj), "negative ELBO"),
+])
+def test_elbo_mistakes(wrong, hint):
+    fails_with(grading.check_elbo, wrong, hint)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda mu, lv: -kl_to_standard_normal(mu, lv), "never negative"),
+    (lambda mu, lv: 0.5 * jnp.sum(mu**2 + jnp.exp(0.5 * lv) - 1 - 0.5 * lv), "sigma = exp(0.5 * log_var)"),
+    (lambda mu, lv: jnp.sum(mu**2 + jnp.exp(lv) - 1 - lv), "factor 1/2"),
+    (lambda mu, lv: 0.5 * jnp.sum(mu**2 + jnp.exp(lv) - lv), "the -1"),
+    (lambda mu, lv: 0.5 * jnp.sum((1 + mu**2) / jnp.exp(lv) - 1 + lv), "reverse direction"),
+    (lambda mu, lv: 0.5 * (mu**2 + jnp.exp(lv) - 1 - lv), "sum them"),
+    (lambda mu, lv: 0.5 * jnp.sum(mu**2 + lv - 1 - jnp.log(lv)), "log of a negative number"),
+])
+def test_kl_mistakes(wrong, hint):
+    fails_with(grading.check_kl_normal_std, wrong, hint)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda key, mu, lv: mu + jnp.exp(lv) * jax.random.normal(key, mu.shape), "the variance, as the standard deviation"),
+    (lambda key, mu, lv: jnp.exp(0.5 * lv) * jax.random.normal(key, mu.shape), "forgot to add mu"),
+    (lambda key, mu, lv: mu + jnp.exp(0.5 * lv) * jax.random.normal(jax.random.split(key)[0], mu.shape), "eps differs"),
+    (lambda key, mu, lv: mu + jnp.sqrt(lv) * jax.random.normal(key, mu.shape), "sigma = exp(0.5 * log_var)"),
+    (lambda key, mu, lv: jnp.asarray(np.asarray(reparameterize(key, mu, lv))), "jax.grad of your function raised"),
+    (lambda key, mu, lv: mu + jnp.exp(0.5 * jax.lax.stop_gradient(lv)) * jax.random.normal(key, mu.shape),
+     "no gradient reaches log_var"),
+])
+def test_reparameterize_mistakes(wrong, hint):
+    fails_with(grading.check_reparameterized_sample, wrong, hint)
+
+
+def _per_example(x, logits, mu, log_var):
+    return kl_normal_std(mu, log_var) - log_bernoulli(x, logits)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda x, lg, mu, lv: jnp.sum(_per_example(x, lg, mu, lv)), "summed over the batch"),
+    (lambda x, lg, mu, lv: -negative_elbo_loss(x, lg, mu, lv), "returned the ELBO"),
+    (lambda x, lg, mu, lv: jnp.mean(-kl_normal_std(mu, lv) - log_bernoulli(x, lg)), "wrong sign of the KL"),
+    (lambda x, lg, mu, lv: jnp.mean(-log_bernoulli(x, lg)), "forgot the KL term"),
+    (lambda x, lg, mu, lv: _per_example(x, lg, mu, lv), "mean over the batch"),
+    (lambda x, lg, mu, lv: jnp.mean(kl_normal_std(mu, lv) - jnp.mean(x * lg - jax.nn.softplus(lg), -1)),
+     "averaged over pixels"),
+    (lambda x, lg, mu, lv: jnp.mean(kl_normal_std(mu, lv) - jnp.sum(
+        x * jnp.log(jax.nn.sigmoid(lg)) + (1 - x) * jnp.log(1 - jax.nn.sigmoid(lg)), -1)), "log_bernoulli"),
+])
+def test_negative_elbo_mistakes(wrong, hint):
+    fails_with(grading.check_negative_elbo, wrong, hint)
+
+
+def _step(update, key_of=lambda key: key):
+    def step(key, log_joint, mu, log_var, learning_rate, num_samples):
+        grads = jax.grad(vae_elbo.elbo, argnums=(2, 3))(key_of(key), log_joint, mu, log_var, num_samples)
+        return update((mu, log_var), grads, learning_rate)
+
+    return step
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (_step(lambda p, g, lr: (p[0] - lr * g[0], p[1] - lr * g[1])), "descended"),
+    (_step(lambda p, g, lr: g), "returned the gradient"),
+    (_step(lambda p, g, lr: (p[0] + g[0], p[1] + g[1])), "ignored the learning rate"),
+    (_step(lambda p, g, lr: (p[0] + lr * g[0], p[1])), "log_var was not updated"),
+    (_step(lambda p, g, lr: (p[1] + lr * g[1], p[0] + lr * g[0])), "swapped"),
+    (_step(lambda p, g, lr: (p[0] + lr * g[0], p[1] + lr * g[1]), lambda key: jax.random.split(key)[0]),
+     "key as given"),
+])
+def test_mean_field_step_mistakes(wrong, hint):
+    fails_with(grading.check_mean_field_step, wrong, hint)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda px, opt, enc: (opt - enc, px - opt), "swapped"),
+    (lambda px, opt, enc: (opt - px, enc - opt), ">= 0"),
+    (lambda px, opt, enc: (px - opt, px - enc), "total gap"),
+    (lambda px, opt, enc: (jnp.mean(px - opt), jnp.mean(opt - enc)), "don't average"),
+])
+def test_inference_gaps_mistakes(wrong, hint):
+    fails_with(grading.check_inference_gaps, wrong, hint)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda z0, z1, t: interpolate(z1, z0, t), "endpoints are swapped"),
+    (lambda z0, z1, t: interpolate(z0, z1, t).T, "transposed"),
+    (lambda z0, z1, t: z0 + t[:, None] * z1, "(1 - t)"),
+])
+def test_interpolation_mistakes(wrong, hint):
+    fails_with(grading.check_interpolation, wrong, hint)
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (lambda n: norm.ppf(jnp.linspace(0, 1, n)), "including 0 and 1"),
+    (lambda n: norm.ppf((jnp.arange(n) + 1) / (n + 1)), "(i + 1) / (n + 1)"),
+    (lambda n: (jnp.arange(n) + 0.5) / n, "map them through the inverse CDF"),
+    (lambda n: inverse_cdf_grid(n)[::-1], "reversed"),
+    (lambda n: norm.cdf((jnp.arange(n) + 0.5) / n), "its inverse"),
+])
+def test_inverse_cdf_grid_mistakes(wrong, hint):
+    fails_with(grading.check_inverse_cdf_grid, wrong, hint)
+
+
+def test_an_equivalent_correct_solution_also_passes():
+    """Other correct schemes pass too: a linspace of midpoints, the library's reparameterize."""
+    assert "passed" in grading.check_inverse_cdf_grid(lambda n: norm.ppf(jnp.linspace(0.5 / n, 1 - 0.5 / n, n)))
+    assert "passed" in grading.check_elbo(
+        lambda key, lj, mu, lv, s: jnp.mean(jax.vmap(lj)(z := mu + jnp.exp(0.5 * lv) * jax.random.normal(
+            jax.random.split(key)[1], (s, mu.shape[0]))) - log_normal_diag(z, mu, lv)))
