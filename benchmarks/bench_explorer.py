@@ -71,33 +71,65 @@ def python_rows(num_changes):
     rows = []
 
     view = explorer.latent_sliders(model, x, mnist.image_shape)
-    rows.append(stats_row(f"latent sliders ({mnist.name}, {model.num_pixels}-d decoder): slider -> new image",
-                          timings_ms(lambda v: setattr(view.sliders[0], "value", float(v)), values), 20, 50,
-                          "decode + PNG + widget update"))
+    rows.append(
+        stats_row(
+            f"latent sliders ({mnist.name}, {model.num_pixels}-d decoder): slider -> new image",
+            timings_ms(lambda v: setattr(view.sliders[0], "value", float(v)), values),
+            20,
+            50,
+            "decode + PNG + widget update",
+        )
+    )
     z = view.z[None]
     rows.append(stats_row("  of which: jitted decode", timings_ms(lambda v: view.decode(z + v), values)))
-    rows.append(stats_row("  of which: PNG encoding", timings_ms(lambda v: explorer.to_png(view.image, view.scale),
-                                                                  values)))
+    rows.append(
+        stats_row(
+            "  of which: PNG encoding", timings_ms(lambda v: explorer.to_png(view.image, view.scale), values)
+        )
+    )
 
     perturb = explorer.encode_and_perturb(model, x, mnist.image_shape, labels=mnist.y_test[:500])
-    rows.append(stats_row("encode and perturb: slider -> original | decoded",
-                          timings_ms(lambda v: setattr(perturb.sliders[0], "value", float(v)), values), 20, 50))
+    rows.append(
+        stats_row(
+            "encode and perturb: slider -> original | decoded",
+            timings_ms(lambda v: setattr(perturb.sliders[0], "value", float(v)), values),
+            20,
+            50,
+        )
+    )
     interp = explorer.interpolation(model, x, mnist.image_shape, index_a=0, index_b=1)
     ts = list(np.linspace(0, 1, num_changes))
-    rows.append(stats_row("interpolation (linear): t -> A | z(t) | B",
-                          timings_ms(lambda v: setattr(interp.t, "value", float(v)), ts), 20, 50))
+    rows.append(
+        stats_row(
+            "interpolation (linear): t -> A | z(t) | B",
+            timings_ms(lambda v: setattr(interp.t, "value", float(v)), ts),
+            20,
+            50,
+        )
+    )
 
     model2 = training.train(latent_dim=2, progress=False).model
     grid = explorer.manifold(model2, mnist.image_shape)
-    rows.append(stats_row("2-D manifold (15x15 grid + marker): slider -> new image",
-                          timings_ms(lambda v: setattr(grid.sliders[0], "value", float(v)), values), 20, 50))
+    rows.append(
+        stats_row(
+            "2-D manifold (15x15 grid + marker): slider -> new image",
+            timings_ms(lambda v: setattr(grid.sliders[0], "value", float(v)), values),
+            20,
+            50,
+        )
+    )
 
     lg = posterior.LinearGaussian.random(jax.random.key(0), 5, 1)
     x_lg = lg.sample(jax.random.key(1), 1)[1][0]
     elbo_view = explorer.elbo_widget(lg.log_joint(x_lg), np.linspace(-4, 4, 801))
-    rows.append(stats_row("lesson-4 ELBO widget (801-point grid, matplotlib blit): slider -> new plot",
-                          timings_ms(lambda v: setattr(elbo_view.mu_slider, "value", float(v) / 2), values),
-                          50, None))
+    rows.append(
+        stats_row(
+            "lesson-4 ELBO widget (801-point grid, matplotlib blit): slider -> new plot",
+            timings_ms(lambda v: setattr(elbo_view.mu_slider, "value", float(v) / 2), values),
+            50,
+            None,
+        )
+    )
     return rows
 
 
@@ -128,9 +160,18 @@ def browser_rows(num_edits):
         finally:
             tb.stop_voila(proc)
     return [
-        stats_row("browser round trip (Voila + Chromium): readout edit -> new image", ms, 300, None,
-                  "standard MNIST model; time from Enter to the new image loaded"),
-        row("  Voila page load -> first image", f"{first:.1f} s", note="kernel start, imports, model load, compile"),
+        stats_row(
+            "browser round trip (Voila + Chromium): readout edit -> new image",
+            ms,
+            300,
+            None,
+            "standard MNIST model; time from Enter to the new image loaded",
+        ),
+        row(
+            "  Voila page load -> first image",
+            f"{first:.1f} s",
+            note="kernel start, imports, model load, compile",
+        ),
     ]
 
 

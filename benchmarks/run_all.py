@@ -50,8 +50,12 @@ def call_main(module_name, argv, quick):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fast smoke run of everything")
-    parser.add_argument("--cold", action="store_true", help="notebooks with empty model caches (models train)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=list(BENCHMARKS), help="benchmarks to leave out")
+    parser.add_argument(
+        "--cold", action="store_true", help="notebooks with empty model caches (models train)"
+    )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=list(BENCHMARKS), help="benchmarks to leave out"
+    )
     args = parser.parse_args(argv)
     sections = []
     start_all = time.perf_counter()
@@ -62,7 +66,9 @@ def main(argv=None):
             print(f"\n### {title}\n\n{module_name}.py not present; skipped.")
             sections.append((title, [row(name, "skipped: script not present")]))
             continue
-        sub_argv = (["--quick"] if args.quick else []) + (["--cold"] if name == "notebooks" and args.cold else [])
+        sub_argv = (["--quick"] if args.quick else []) + (
+            ["--cold"] if name == "notebooks" and args.cold else []
+        )
         start = time.perf_counter()
         try:
             rows = call_main(module_name, sub_argv, args.quick) or []
@@ -78,7 +84,9 @@ def main(argv=None):
         f"load average at the end {tuple(round(x, 2) for x in info['load_average'] or ())}, "
         f"total {time.perf_counter() - start_all:.0f} s."
     )
-    body = "\n\n".join(f"## {title}\n\n{markdown_table(rows) if rows else '(no rows)'}" for title, rows in sections)
+    body = "\n\n".join(
+        f"## {title}\n\n{markdown_table(rows) if rows else '(no rows)'}" for title, rows in sections
+    )
     report = f"{header}\n\n{body}\n"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / ("summary-quick.md" if args.quick else "summary.md")).write_text(report)

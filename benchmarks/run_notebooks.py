@@ -150,8 +150,11 @@ def run_all(paths, cold=False, timeout=600):
                 else:
                     os.environ["VAE_LITE_CACHE"] = previous
         r = results[-1]
-        print(f"{r['notebook']}: {r['seconds']:.1f} s, peak {r['peak_bytes'] / GIB:.2f} GiB"
-              + (f", ERROR {r['error']}" if r["error"] else ""), flush=True)
+        print(
+            f"{r['notebook']}: {r['seconds']:.1f} s, peak {r['peak_bytes'] / GIB:.2f} GiB"
+            + (f", ERROR {r['error']}" if r["error"] else ""),
+            flush=True,
+        )
     return results
 
 
@@ -162,22 +165,35 @@ def table_rows(results, cold):
         ok_time = r["seconds"] <= TARGET_WALL_S[mode]
         ok_mem = r["peak_bytes"] < TARGET_PEAK_GIB * GIB
         status = "ERROR" if r["error"] else ("ok" if ok_time and ok_mem else "MISSED")
-        rows.append({
-            "notebook": r["notebook"],
-            "code cells": r["cells"],
-            "wall": f"{r['seconds']:.1f} s",
-            "wall target": f"<= {TARGET_WALL_S[mode]:.0f} s",
-            "kernel peak (VmHWM)": f"{r['kernel_hwm_bytes'] / GIB:.2f} GiB" if r["kernel_hwm_bytes"] else "n/a",
-            "peak incl. children (polled)": f"{r['polled_peak_bytes'] / GIB:.2f} GiB",
-            "memory target": f"< {TARGET_PEAK_GIB} GiB",
-            "status": status,
-            "note": r["error"] or "",
-        })
+        rows.append(
+            {
+                "notebook": r["notebook"],
+                "code cells": r["cells"],
+                "wall": f"{r['seconds']:.1f} s",
+                "wall target": f"<= {TARGET_WALL_S[mode]:.0f} s",
+                "kernel peak (VmHWM)": f"{r['kernel_hwm_bytes'] / GIB:.2f} GiB"
+                if r["kernel_hwm_bytes"]
+                else "n/a",
+                "peak incl. children (polled)": f"{r['polled_peak_bytes'] / GIB:.2f} GiB",
+                "memory target": f"< {TARGET_PEAK_GIB} GiB",
+                "status": status,
+                "note": r["error"] or "",
+            }
+        )
     return rows
 
 
-COLUMNS = ("notebook", "code cells", "wall", "wall target", "kernel peak (VmHWM)",
-           "peak incl. children (polled)", "memory target", "status", "note")
+COLUMNS = (
+    "notebook",
+    "code cells",
+    "wall",
+    "wall target",
+    "kernel peak (VmHWM)",
+    "peak incl. children (polled)",
+    "memory target",
+    "status",
+    "note",
+)
 
 
 def main(argv=None):
@@ -186,7 +202,9 @@ def main(argv=None):
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
     parser.add_argument("--cold", action="store_true", help="each notebook gets an empty VAE_LITE_CACHE")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
-    parser.add_argument("--quick", action="store_true", help="accepted for run_all; runs the notebooks as usual")
+    parser.add_argument(
+        "--quick", action="store_true", help="accepted for run_all; runs the notebooks as usual"
+    )
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
     title = f"Notebooks ({'cold: empty model cache' if args.cold else 'warm model cache'}), fresh kernel each"
@@ -196,7 +214,9 @@ def main(argv=None):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     results = run_all(paths, cold=args.cold, timeout=args.timeout)
     rows = table_rows(results, args.cold)
-    save_json("notebooks-cold" if args.cold else "notebooks", {"cold": args.cold, "results": results, "rows": rows})
+    save_json(
+        "notebooks-cold" if args.cold else "notebooks", {"cold": args.cold, "results": results, "rows": rows}
+    )
     print_table(title, rows, columns=COLUMNS)
     return rows
 

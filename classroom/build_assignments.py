@@ -184,13 +184,15 @@ class GradedResult:
     error: str  # "ename: evalue" of its error output, stderr text, or ""
 
 
-def validate(notebook, invert=False, timeout=120):
+def validate(notebook, invert=False, timeout=120, stop_after_last_graded=False):
     """Execute ``notebook`` with nbgrader's Validator (what ``nbgrader validate [--invert]`` runs).
 
     Args:
         notebook: path of a solution or student notebook.
         invert: as ``nbgrader validate --invert``: complain about graded cells that pass.
         timeout: seconds allowed per cell.
+        stop_after_last_graded: validate a copy without the cells after the last graded
+            test cell (they run after it, so they cannot change any grade; saves time).
 
     Returns:
         ``(results, graded)``: nbgrader's verdict, a dict that is empty when the notebook
@@ -210,7 +212,18 @@ def validate(notebook, invert=False, timeout=120):
             executed.append(super()._preprocess(nb))
             return executed[-1]
 
-    results = RecordingValidator(config=config, invert=invert).validate(str(Path(notebook).resolve()))
+    path = Path(notebook).resolve()
+    if stop_after_last_graded:
+        nb = nbformat.read(path, as_version=4)
+        last = max((i for i, _ in graded_tests(nb)), default=len(nb.cells) - 1)
+        nb.cells = nb.cells[: last + 1]
+        path = path.with_name(f"{path.stem}.until_last_graded{path.suffix}")
+        nbformat.write(nb, path)
+    try:
+        results = RecordingValidator(config=config, invert=invert).validate(str(path))
+    finally:
+        if stop_after_last_graded:
+            path.unlink()
     graded = []
     for _, cell in graded_tests(executed[-1]) if executed else []:
         score, max_score = utils.determine_grade(cell)

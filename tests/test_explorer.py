@@ -1,5 +1,8 @@
 """Tests for vae_lite.explorer: every widget driven from Python, against direct decodes and closed forms."""
 
+import base64
+import io
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +38,8 @@ def direct_decode(model, z):
     return np.asarray(jax.nn.sigmoid(model.decoder(jnp.asarray(z, jnp.float32)))).reshape(IMAGE_SHAPE)
 
 
-def png_pixels(png):
-    return np.asarray(Image.open(__import__("io").BytesIO(png)))
+def png_pixels(png, mode="L"):
+    return np.asarray(Image.open(io.BytesIO(png)).convert(mode))
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -203,8 +206,8 @@ def test_manifold_grid_and_marker(model2d):
     view.sliders[0].value = -2.0
     assert view.png != before
     np.testing.assert_allclose(view.image, direct_decode(model2d, [-2.0, q[3]]), atol=1e-6)
-    shown = png_pixels(view.png)
-    assert shown.ndim == 3 and (shown[..., 0] > shown[..., 1] + 100).any()  # the red marker is drawn
+    shown = png_pixels(view.png, "RGB")
+    assert (shown[..., 0] > shown[..., 1] + 100).any()  # the red marker is drawn
 
 
 def test_manifold_needs_a_2d_model(model):
@@ -216,7 +219,7 @@ def test_widget_object_displays_live_and_static(model, images):
     view = explorer.latent_sliders(model, images[0], IMAGE_SHAPE, num_sliders=1)
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert bundle["image/png"] == view.png
+    assert base64.b64decode(bundle["image/png"]) == view.png
 
 
 # ---------------------------------------------------------------- lesson 4: ELBO widget

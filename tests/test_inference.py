@@ -32,7 +32,7 @@ def log_joint(model):
 
 
 def exact_posteriors(model, x):
-    means, covs = zip(*(model.posterior(xi) for xi in x))
+    means, covs = zip(*(model.posterior(xi) for xi in x), strict=True)
     return jnp.stack(means), jnp.stack(covs)
 
 
@@ -120,9 +120,15 @@ def test_per_point_estimators_match_a_loop_of_the_elbo_module(log_joint, points,
     mu, log_var = jnp.zeros((4, 3)), jnp.full((4, 3), -1.0)
     key = jax.random.key(2)
     keys = jax.random.split(key, 4)
-    for mine, reference in ((inference.elbo_per_point, elbo.elbo), (inference.log_evidence_per_point, elbo.log_evidence_is)):
+    for mine, reference in (
+        (inference.elbo_per_point, elbo.elbo),
+        (inference.log_evidence_per_point, elbo.log_evidence_is),
+    ):
         batched = mine(key, log_joint, points, mu, log_var, 50, batch_size=3)
-        looped = [reference(k, model.log_joint(xi), m, lv, 50) for k, xi, m, lv in zip(keys, points, mu, log_var)]
+        looped = [
+            reference(k, model.log_joint(xi), m, lv, 50)
+            for k, xi, m, lv in zip(keys, points, mu, log_var, strict=True)
+        ]
         np.testing.assert_allclose(batched, jnp.stack(looped), rtol=1e-5, atol=1e-4)
 
 
@@ -156,8 +162,10 @@ def test_semi_amortized_refinement_never_lowers_the_average_elbo(log_joint, poin
         )
         if steps == 0:
             np.testing.assert_allclose(mu, encoder(points)[0])
-        averages.append(float(jnp.mean(inference.elbo_per_point(jax.random.key(9), log_joint, points, mu, log_var, 4000))))
-    assert all(b >= a - 0.05 for a, b in zip(averages, averages[1:])), averages
+        averages.append(
+            float(jnp.mean(inference.elbo_per_point(jax.random.key(9), log_joint, points, mu, log_var, 4000)))
+        )
+    assert all(b >= a - 0.05 for a, b in zip(averages[:-1], averages[1:], strict=True)), averages
     assert averages[-1] > averages[0] + 1.0
 
 

@@ -9,6 +9,7 @@ so tests and notebooks can drive it from Python by setting slider values. Displa
 object itself also stores a static PNG of the current picture, for readers of a saved notebook.
 """
 
+import base64
 import io
 import math
 
@@ -104,11 +105,25 @@ def dimension_order(model, x):
     return np.argsort(-kl, kind="stable"), kl
 
 
-def to_png(image, scale=6):
-    """PNG bytes of ``image`` ``(h, w)`` in [0, 1] (dark ink on white) or uint8 ``(h, w, 3)``, upscaled."""
+# palette for grey images: index 0 white ... 254 black ink, 255 red (markers)
+PALETTE = [g for v in np.round(np.linspace(255, 0, 255)).astype(int) for g in (v, v, v)] + [220, 30, 30]
+
+
+def to_png(image, scale=6, marker=None):
+    """PNG bytes of an image, upscaled ``scale`` times with nearest neighbour (crisp pixels).
+
+    Args:
+        image: ``(h, w)`` values in [0, 1] drawn as dark ink on white, or uint8 RGB ``(h, w, 3)``.
+        marker: optional boolean ``(h, w)`` mask of grey-image pixels to draw in red.
+    """
     if image.ndim == 2:
-        image = np.round(255 * (1 - np.clip(image, 0, 1))).astype(np.uint8)
-    img = Image.fromarray(image)
+        index = np.round(254 * np.clip(image, 0, 1)).astype(np.uint8)
+        if marker is not None:
+            index[marker] = 255
+        img = Image.fromarray(index)
+        img.putpalette(PALETTE)  # a palette image: 1 byte a pixel, fast to compress
+    else:
+        img = Image.fromarray(image)
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
@@ -175,7 +190,11 @@ class _View:
         picture = self.picture()
         if self.scale is None:
             self._shape, self.scale = picture.shape[:2], max(1, self.target // picture.shape[0])
-        self.image_widget.value = to_png(picture, self.scale)
+        self.image_widget.value = to_png(picture, self.scale, self.marker())
+
+    def marker(self):
+        """Boolean mask of pixels to draw in red over the picture (none by default)."""
+        return None
 
     @property
     def png(self):
@@ -183,7 +202,7 @@ class _View:
 
     def _repr_mimebundle_(self, **kwargs):
         # Live widget for Jupyter/Voila; the static PNG is what a saved notebook shows elsewhere.
-        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": self.png}
+        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(self.png).decode()}
 
 
 # ---------------------------------------------------------------- latent sliders
@@ -355,18 +374,21 @@ class Manifold(_View):
         self.image = self.decode(self.z[None])[0].reshape(self.image_shape)
         w, (gh, gw) = self.image_shape[1], self.grid_image.shape
         big = np.kron(self.image, np.ones((self.num_points // 3, self.num_points // 3)))[:gh]
-        if not hasattr(self, "_base"):  # grid and blank panel, converted to RGB once
-            canvas = np.ones((gh, gw + w + big.shape[1]), np.float32)
-            canvas[:, :gw] = self.grid_image
-            self._base = np.repeat(np.round(255 * (1 - canvas)).astype(np.uint8)[..., None], 3, axis=-1)
-        rgb = self._base.copy()
-        rgb[: big.shape[0], -big.shape[1] :] = np.round(255 * (1 - big)).astype(np.uint8)[..., None]
+        canvas = np.zeros((gh, gw + w + big.shape[1]), np.float32)
+        canvas[:, :gw] = self.grid_image
+        canvas[: big.shape[0], -big.shape[1] :] = big
+        return canvas
+
+    def marker(self):
+        """A red cross on the grid at the current code."""
+        gh, gw = self.grid_image.shape
+        mask = np.zeros((gh, gw + self.image_shape[1] + (self.num_points // 3) * self.image_shape[1]), bool)
         col, row = self.marker_position()
         col, row = int(np.clip(col, 1, gw - 2)), int(np.clip(row, 1, gh - 2))
-        r = max(w // 3, 3)
-        rgb[max(row - r, 0) : row + r, col - 1 : col + 1] = (220, 30, 30)  # a red cross at z
-        rgb[row - 1 : row + 1, max(col - r, 0) : col + r] = (220, 30, 30)
-        return rgb
+        r = max(self.image_shape[1] // 3, 3)
+        mask[max(row - r, 0) : row + r, col - 1 : col + 1] = True
+        mask[row - 1 : row + 1, max(col - r, 0) : col + r] = True
+        return mask
 
 
 def manifold(model, image_shape, *, num_points=15, limit=3.0):

@@ -92,7 +92,9 @@ class MeanFieldFit(NamedTuple):
     converged: bool
 
 
-def _chunk(params, opt_state, key, first_step, num_steps, learning_rate, x, log_joint, *, length, num_samples):
+def _chunk(
+    params, opt_state, key, first_step, num_steps, learning_rate, x, log_joint, *, length, num_samples
+):
     """``length`` Adam steps (steps at or past ``num_steps`` are skipped) on every point at once."""
     optimizer = optax.adam(learning_rate)
 
@@ -190,7 +192,9 @@ def fit_mean_field(
         current = float(np.mean(trace))
         if not np.isfinite(current):
             raise FloatingPointError(f"The ELBO became {current} by step {taken}; lower learning_rate.")
-        converged = tol is not None and previous is not None and current - previous < tol and taken < num_steps
+        converged = (
+            tol is not None and previous is not None and current - previous < tol and taken < num_steps
+        )
         previous = current
     return MeanFieldFit(*params, np.concatenate(traces), taken, converged)
 
@@ -221,7 +225,7 @@ def _estimate(estimator, key, log_joint, x, mu, log_var, num_samples, batch_size
     num_samples = _positive_int("num_samples", num_samples)
     x = jnp.asarray(x)
     _check_params(x, mu, log_var)
-    batch_size = batch_size or max(1, min(x.shape[0], 2**15 // num_samples))  # bound memory
+    batch_size = batch_size or max(1, min(x.shape[0], 2**13 // num_samples))  # bound memory
     enable_compilation_cache()
     return _per_point_batched(
         key, _as_partial(log_joint), x, jnp.asarray(mu, x.dtype), jnp.asarray(log_var, x.dtype),
