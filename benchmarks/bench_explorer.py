@@ -142,7 +142,7 @@ def browser_rows(num_edits):
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as folder:
-        proc, url = tb.start_voila(tb.write_notebook(folder, BROWSER_NOTEBOOK))
+        proc, url = tb.start_voila(tb.write_notebook(folder, BROWSER_NOTEBOOK), timeout=300)
         try:
             with sync_playwright() as p:
                 browser = tb.launch_chromium(p)

@@ -478,6 +478,13 @@ def table_rows(m, args):
             note=f"first epoch {seconds[0]:.2f} s - steady {steady:.2f} s",
         ),
         row(
+            "first-epoch overhead in CPU-seconds (estimate)",
+            f"{m['wall_cpu'] - args.epochs * m['num_images'] / jax_cpu:.2f} s",
+            f"<= {TARGETS['compile_s']} s",
+            note="CPU of the whole training minus epochs x steady CPU per epoch: about the quiet-machine "
+            "compile (compilation is single-threaded)",
+        ),
+        row(
             "first-epoch compile (warm persistent cache)",
             f"{m['compile_warm']:.2f} s",
             note="re-jit in the same process",

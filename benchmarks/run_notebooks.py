@@ -93,12 +93,21 @@ def run_notebook(path, timeout=600):
     state = {}
 
     def on_start(notebook):
-        state["poller"] = MemoryPoller(client.km.provisioner.pid)
+        pid = client.km.provisioner.pid
+        state["poller"] = MemoryPoller(pid)
         state["poller"].start()
+        state["hwm"], state["last"] = vm_hwm_bytes(pid), time.perf_counter()  # the fresh kernel
 
     def on_cell_executed(cell, cell_index, execute_reply):
+        now = time.perf_counter()
         hwm = vm_hwm_bytes(client.km.provisioner.pid)  # read while the kernel is alive
-        state["hwm"] = hwm if hwm is not None else state.get("hwm")
+        if hwm is not None:
+            grew = hwm - (state.get("hwm") or hwm)
+            state["hwm"] = hwm
+        else:
+            grew = 0
+        state.setdefault("cells", []).append((cell_index, now - state.get("last", start), grew))
+        state["last"] = now
 
     client = NotebookClient(
         nb,
@@ -110,6 +119,7 @@ def run_notebook(path, timeout=600):
     )
     error = None
     start = time.perf_counter()
+    state["last"] = start
     try:
         client.execute()
     except Exception as err:  # report the failure in the table and go on with the next notebook
@@ -121,6 +131,9 @@ def run_notebook(path, timeout=600):
         poller.stop()
     hwm = max(filter(None, [state.get("hwm"), poller and poller.hwm]), default=None)
     polled = poller.peak if poller else 0
+    cells = state.get("cells", [])
+    slowest = max(cells, key=lambda c: c[1], default=None)
+    hungriest = max(cells, key=lambda c: c[2], default=None)
     return {
         "notebook": Path(path).name,
         "seconds": seconds,
@@ -129,6 +142,9 @@ def run_notebook(path, timeout=600):
         "polled_peak_bytes": polled,
         "peak_bytes": max(hwm or 0, polled),
         "error": error,
+        "slowest_cell": slowest and {"index": slowest[0], "seconds": slowest[1]},
+        "largest_peak_step": hungriest and {"index": hungriest[0], "bytes": hungriest[2]},
+        "cells_timeline": [{"index": i, "seconds": t, "peak_growth_bytes": g} for i, t, g in cells],
     }
 
 
@@ -177,10 +193,19 @@ def table_rows(results, cold):
                 "peak incl. children (polled)": f"{r['polled_peak_bytes'] / GIB:.2f} GiB",
                 "memory target": f"< {TARGET_PEAK_GIB} GiB",
                 "status": status,
+                "slowest cell": _cell_note(r["slowest_cell"], "seconds", lambda v: f"{v:.1f} s"),
+                "cell raising the peak most": _cell_note(
+                    r["largest_peak_step"], "bytes", lambda v: f"+{v / GIB:.2f} GiB"
+                ),
                 "note": r["error"] or "",
             }
         )
     return rows
+
+
+def _cell_note(entry, key, fmt):
+    """``"cell 7: 12.3 s"`` (cell index counts all cells from 0, as nbformat does)."""
+    return f"cell {entry['index']}: {fmt(entry[key])}" if entry else ""
 
 
 COLUMNS = (
@@ -192,6 +217,8 @@ COLUMNS = (
     "peak incl. children (polled)",
     "memory target",
     "status",
+    "slowest cell",
+    "cell raising the peak most",
     "note",
 )
 

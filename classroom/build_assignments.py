@@ -97,8 +97,9 @@ def find_leaks(solution_nb, student_nb):
 
     Looks for nbgrader markers and outputs left in the student version, any line of a hidden
     test, and solutions shown elsewhere: a solution region all of whose lines (see
-    :func:`_secret_regions`) appear in the student version's sources or outputs. (A single
-    library call that a longer solution also uses is part of the lesson, not a leak.)
+    :func:`_secret_regions`) appear in the student version's code cells. (A single library
+    call that a longer solution also uses is part of the lesson, and the exercise text in
+    Markdown may spell out what to write.)
     """
     problems = []
     texts = []
@@ -107,7 +108,8 @@ def find_leaks(solution_nb, student_nb):
             problems.append(f"cell {i} still has outputs")
         for text in _cell_texts(cell):
             problems += [f"cell {i} contains the marker {m!r}" for m in MARKERS if m in text]
-            texts.append(text)
+            if cell.cell_type == "code":
+                texts.append(text)
     everything = "\n".join(texts)
     for kind, snippets in _secret_regions(solution_nb):
         shown = [s for s in snippets if s in everything]
@@ -184,6 +186,15 @@ class GradedResult:
     error: str  # "ename: evalue" of its error output, stderr text, or ""
 
 
+@dataclass
+class Validation:
+    """What nbgrader's Validator found in one notebook."""
+
+    results: dict  # nbgrader's verdict: {} when it validates, else "failed"/"passed"/"changed" cells
+    graded: list  # a GradedResult per graded test cell
+    other_errors: list  # [(cell index, "ename: evalue")] of the other code cells that raised
+
+
 def validate(notebook, invert=False, timeout=120, stop_after_last_graded=False):
     """Execute ``notebook`` with nbgrader's Validator (what ``nbgrader validate [--invert]`` runs).
 
@@ -195,9 +206,8 @@ def validate(notebook, invert=False, timeout=120, stop_after_last_graded=False):
             test cell (they run after it, so they cannot change any grade; saves time).
 
     Returns:
-        ``(results, graded)``: nbgrader's verdict, a dict that is empty when the notebook
-        validates (otherwise with key ``"failed"``, or ``"passed"`` when ``invert``, or
-        ``"changed"``), and a :class:`GradedResult` per graded cell of the executed notebook.
+        a :class:`Validation`; its ``results`` is nbgrader's verdict, empty when the notebook
+        validates (otherwise with key ``"failed"``, or ``"passed"`` when ``invert``, or ``"changed"``).
     """
     from nbgrader import utils
     from nbgrader.validator import Validator
@@ -224,13 +234,18 @@ def validate(notebook, invert=False, timeout=120, stop_after_last_graded=False):
     finally:
         if stop_after_last_graded:
             path.unlink()
-    graded = []
-    for _, cell in graded_tests(executed[-1]) if executed else []:
-        score, max_score = utils.determine_grade(cell)
+    graded, other_errors = [], []
+    for i, cell in enumerate(executed[-1].cells if executed else []):
+        if cell.cell_type != "code":
+            continue
         errors = [f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"]
-        errors += ["stderr: " + o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
-        graded.append(GradedResult(nbgrader_meta(cell)["grade_id"], score, max_score, "\n".join(errors)))
-    return results, graded
+        if nbgrader_meta(cell).get("grade"):
+            score, max_score = utils.determine_grade(cell)
+            errors += ["stderr: " + o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+            graded.append(GradedResult(nbgrader_meta(cell)["grade_id"], score, max_score, "\n".join(errors)))
+        elif errors:
+            other_errors.append((i, errors[0]))
+    return Validation(results, graded, other_errors)
 
 
 def _shown(path):
@@ -253,7 +268,7 @@ def main(argv=None):
     print(f"Student versions (nbgrader release folder): {_shown(args.course / 'release')}/")
     for a in assignments:
         ids = ", ".join(f"{grade_id.removesuffix('_test')} ({points})" for grade_id, points in a.exercises)
-        print(f"  {a.name}  {a.source.name:<36} {len(a.exercises)} exercises, {a.points:>2} points: {ids}")
+        print(f"  {a.name}  {a.source.name:<40} {len(a.exercises)} exercises, {a.points:>2} points: {ids}")
     total = sum(a.points for a in assignments)
     print(f"  total: {sum(len(a.exercises) for a in assignments)} exercises, {total} points")
     print(f"Next: cd {_shown(args.course)} && nbgrader release_assignment lesson01  (see README, 'For instructors')")

@@ -54,10 +54,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_voila(notebook, timeout=120):
-    """Start Voila on a free localhost port (own process group); returns ``(process, url)``."""
+def start_voila(notebook, log_path=None, timeout=120):
+    """Start Voila on a free localhost port (own process group); returns ``(process, url)``.
+
+    The server's output goes to ``log_path`` (default: ``voila.log`` beside the notebook).
+    """
     port = free_port()
-    log = open(Path(notebook).parent / "voila.log", "w")
+    log = open(log_path or Path(notebook).parent / "voila.log", "w")
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "voila", Path(notebook).name, "--no-browser", f"--port={port}",
            "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]
@@ -150,5 +153,9 @@ def test_slider_readout_changes_the_image_in_chromium(served_explorer):
             assert page.locator(READOUT).nth(0).inner_text().strip() == "2.50"
             assert after != before, "the decoded image did not change after the slider moved"
             print(f"slider edit -> new image in Chromium: {1000 * seconds:.0f} ms")
+            # out of range: the slider clamps to its limit (3) and the image follows
+            type_into_readout(page, 0, "99")
+            assert page.locator(READOUT).nth(0).inner_text().strip() == "3.00"
+            assert page.locator(IMAGE).screenshot() != after
         finally:
             browser.close()

@@ -138,6 +138,8 @@ def test_gaps_identity_and_signs_on_the_exact_model(model, points, log_joint, fi
     approximation, amortization = inference.inference_gaps(log_px, opt, enc)
     np.testing.assert_allclose(approximation + amortization, log_px - enc, atol=1e-12)
     np.testing.assert_allclose(approximation, log_px - opt)
+    jitted = jax.jit(inference.inference_gaps)(jnp.asarray(log_px), jnp.asarray(opt), jnp.asarray(enc))
+    np.testing.assert_allclose(jitted[1], opt - enc, rtol=1e-5, atol=1e-5)
 
     # an "encoder" that ignores x (always the prior): a positive amortization gap
     log_px = jnp.stack([model.log_evidence(xi) for xi in points])

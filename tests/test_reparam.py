@@ -86,7 +86,7 @@ def test_multivariate_nonlinear_f_unbiased():
     exact_mu = np.cos(mu) * damp + np.array([mu[1], mu[0], 0.0])
     exact_lv = np.sin(mu) * damp * (-var / 2)
     for estimator in (reparam.score_function_grad, reparam.reparam_grad):
-        for g, exact in zip(estimator(KEY, f, mu, log_var, S), (exact_mu, exact_lv)):
+        for g, exact in zip(estimator(KEY, f, mu, log_var, S), (exact_mu, exact_lv), strict=True):
             g = np.asarray(g, dtype=np.float64)
             assert g.shape == (S, 3)
             stderr = g.std(axis=0) / np.sqrt(S)
@@ -132,7 +132,7 @@ def test_jit_matches_eager():
     for estimator in (reparam.score_function_grad, reparam.reparam_grad):
         eager = estimator(KEY, square, mu, log_var, 7)
         jitted = jax.jit(lambda k, m, v, est=estimator: est(k, square, m, v, 7))(KEY, mu, log_var)
-        for a, b in zip(eager, jitted):
+        for a, b in zip(eager, jitted, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -186,12 +186,15 @@ def linear_gaussian_elbo(model, x, mean_q, cov_q):
     model._check_x(x)
     D, d = model.W.shape
     if jnp.shape(mean_q) != (d,) or jnp.shape(cov_q) != (d, d):
-        raise ValueError(f"Expected mean_q ({d},) and cov_q ({d}, {d}), got {jnp.shape(mean_q)} and {jnp.shape(cov_q)}.")
+        raise ValueError(
+            f"Expected mean_q ({d},) and cov_q ({d}, {d}), got {jnp.shape(mean_q)} and {jnp.shape(cov_q)}."
+        )
     var = model.sigma**2
     resid = x - model.W @ mean_q - model.b
-    expected_log_lik = -0.5 * D * jnp.log(2 * jnp.pi * var) - 0.5 * (
-        resid @ resid + jnp.trace(model.W @ cov_q @ model.W.T)
-    ) / var
+    expected_log_lik = (
+        -0.5 * D * jnp.log(2 * jnp.pi * var)
+        - 0.5 * (resid @ resid + jnp.trace(model.W @ cov_q @ model.W.T)) / var
+    )
     expected_log_prior = -0.5 * d * LOG_2PI - 0.5 * (mean_q @ mean_q + jnp.trace(cov_q))
     entropy = 0.5 * (d * (LOG_2PI + 1.0) + jnp.linalg.slogdet(cov_q)[1])
     return expected_log_lik + expected_log_prior + entropy
