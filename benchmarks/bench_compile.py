@@ -29,10 +29,10 @@ from vae_lite import data, training  # noqa: E402
 OPTIONS = {"default": {}, "O1": {"xla_backend_optimization_level": 1}}
 
 
-def timed(fn):
-    """``(result, wall_seconds, cpu_seconds)`` of ``fn()``."""
+def timed(fn, *args, **kwargs):
+    """``(result, wall_seconds, cpu_seconds)`` of ``fn(*args, **kwargs)``."""
     start, cpu = time.perf_counter(), time.process_time()
-    result = fn()
+    result = fn(*args, **kwargs)
     return result, time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -57,11 +57,14 @@ def main(argv=None):
             epoch = training.make_epoch(
                 graphdef, training.vae_terms, optimizer, config.batch_size, config.beta
             )
-            traced, t_trace, _ = timed(lambda: epoch.trace(params, opt_state, x, key))
+            traced, t_trace, _ = timed(epoch.trace, params, opt_state, x, key)
             lowered, t_lower, _ = timed(traced.lower)
-            compiled[name], t_comp, c_comp = timed(lambda: lowered.compile(compiler_options=options or None))
-            for phase, value in zip(phases[name], (t_trace, t_lower, t_comp, c_comp)):
+            compiled[name], t_comp, c_comp = timed(lowered.compile, compiler_options=options or None)
+            for phase, value in zip(phases[name], (t_trace, t_lower, t_comp, c_comp), strict=True):
                 phases[name][phase].append(value)
+
+    def run_epoch(name, p, s, seed):
+        return jax.block_until_ready(compiled[name](p, s, x, jax.random.key(seed)))
 
     states = {name: (params, opt_state) for name in OPTIONS}
     wall = {name: [] for name in OPTIONS}
@@ -69,9 +72,7 @@ def main(argv=None):
     for r in range(args.rounds + 1):
         for name in OPTIONS:
             p, s = states[name]
-            (p, s, recon, kl), w, c = timed(
-                lambda: jax.block_until_ready(compiled[name](p, s, x, jax.random.key(r)))
-            )
+            (p, s, recon, kl), w, c = timed(run_epoch, name, p, s, r)
             states[name] = (p, s)
             if r:  # round 0 warms up
                 wall[name].append(w)

@@ -10,6 +10,7 @@ object itself also stores a static PNG of the current picture, for readers of a 
 """
 
 import base64
+import functools
 import io
 import math
 
@@ -28,6 +29,8 @@ from vae_lite.posterior import grid_posterior
 # ---------------------------------------------------------------- pure helpers
 
 
+# The pure helpers are jitted: one compilation per shape instead of one per primitive op.
+@jax.jit
 def interpolate(z0, z1, t):
     """Linear interpolation ``(1 - t) z0 + t z1``.
 
@@ -42,6 +45,7 @@ def interpolate(z0, z1, t):
     return (1 - t) * jnp.asarray(z0) + t * jnp.asarray(z1)
 
 
+@jax.jit
 def slerp(z0, z1, t):
     r"""Spherical interpolation: along the great circle, radius interpolated linearly.
 
@@ -64,6 +68,7 @@ def slerp(z0, z1, t):
     return jnp.where(jnp.sin(theta) > 1e-6, radius * direction, interpolate(z0, z1, t[:, 0]))
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def inverse_cdf_grid(num_points):
     r"""Normal quantiles :math:`\Phi^{-1}((i + 1/2) / n)`, i = 0..n-1, shape ``(num_points,)``.
 
