@@ -107,14 +107,15 @@ def test_importance_sampling_tightens_to_log_evidence():
     mu = post_mean + 0.3  # a deliberately imperfect, wider proposal
     log_var = jnp.log(jnp.diag(post_cov)) + 0.5
     log_joint = model.log_joint(x)
-    gaps = []
+    gaps, stderrs = [], []
     for num in (1, 10, 100, 1000):
         estimates = jax.vmap(lambda k, n=num: elbo.log_evidence_is(k, log_joint, mu, log_var, n))(
-            jax.random.split(KEY, 64))
+            jax.random.split(KEY, 32))
         gaps.append(log_px - float(jnp.mean(estimates)))
-    assert all(g > -0.01 for g in gaps)  # a lower bound in expectation
-    assert all(a > b for a, b in zip(gaps, gaps[1:], strict=False))  # that tightens as S grows
-    assert gaps[0] > 0.1
+        stderrs.append(float(jnp.std(estimates)) / np.sqrt(32))
+    assert all(g > -5 * se for g, se in zip(gaps, stderrs, strict=True))  # a lower bound in expectation
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[0] > 0.1  # that tightens as S grows
+    assert abs(gaps[3]) < 5 * stderrs[3] + 0.01
     assert float(elbo.log_evidence_is(KEY, log_joint, mu, log_var, 200_000)) == pytest.approx(log_px, abs=0.01)
 
 
@@ -170,7 +171,7 @@ def test_vae_elbo_matches_hand_written_reference():
         assert float(got[i]) == pytest.approx(float(jnp.mean(log_lik + log_prior - log_q)), rel=1e-4)
     # in expectation it is the trainer's recon - KL (one sample each), here averaged over many keys
     from vae_lite.training import vae_terms
-    num = 4000
+    num = 1000
     recon, kl = jax.vmap(lambda k: vae_terms(model, k, x))(jax.random.split(KEY, num))
     log_w = elbo._vae_log_weights(KEY, model, x, num)  # (5, num)
     stderr = np.sqrt((np.var(recon - kl, axis=0) + np.var(log_w, axis=1)) / num)

@@ -12,6 +12,7 @@ a sub-folder named after the data set (``folder/mnist/...``); every file is chec
 against its published MD5, so an MNIST file is never mistaken for a Fashion-MNIST one.
 """
 
+import functools
 import gzip
 import hashlib
 import os
@@ -195,24 +196,35 @@ def read_idx(path):
     return data.reshape(shape)
 
 
-def _load_idx(name, data_dir, download):
-    paths = locate_idx_files(name, data_dir, download=download)
+@functools.lru_cache(maxsize=2)
+def _read_verified(files):
+    """Decode verified files once per process; the arrays are read-only, so sharing is safe."""
+    paths = {f: p for f, p, _mtime in files}
 
     def images(f):
         x = read_idx(paths[f])
-        return (x.reshape(len(x), -1) / np.float32(255.0)).astype(np.float32)
+        return _readonly((x.reshape(len(x), -1) / np.float32(255.0)).astype(np.float32))
 
     def labels(f):
-        return read_idx(paths[f]).astype(np.int32)
+        return _readonly(read_idx(paths[f]).astype(np.int32))
 
-    return Dataset(
-        name,
+    return (
         images("train-images-idx3-ubyte.gz"),
         labels("train-labels-idx1-ubyte.gz"),
         images("t10k-images-idx3-ubyte.gz"),
         labels("t10k-labels-idx1-ubyte.gz"),
-        (28, 28),
     )
+
+
+def _readonly(a):
+    a.setflags(write=False)
+    return a
+
+
+def _load_idx(name, data_dir, download):
+    paths = locate_idx_files(name, data_dir, download=download)
+    key = tuple(sorted((f, str(p), p.stat().st_mtime_ns) for f, p in paths.items()))
+    return Dataset(name, *_read_verified(key), (28, 28))
 
 
 def load_digits(num_test=297):
