@@ -4,8 +4,8 @@ batch 128, Adam 1e-3) on MNIST with dynamic binarisation.
 Measures, and prints as a Markdown table next to the targets of issue 2:
 
 * steady-state training images/s of ``vae_lite.training`` (one compiled epoch, ``lax.scan``);
-* first-epoch compile seconds (first epoch minus a steady epoch), with an empty
-  persistent compilation cache, and again with a warm one;
+* first-epoch compile seconds (first epoch minus a steady epoch) with an empty
+  persistent compilation cache (``bench_compile.py`` measures the warm-cache case);
 * the ratio to a PyTorch eager implementation of the same model (same layers, loss,
   batch size, dynamic binarisation, Adam 1e-3), JAX and torch epochs interleaved in
   this process so that both see the same machine load;
@@ -14,6 +14,9 @@ Measures, and prints as a Markdown table next to the targets of issue 2:
 * test ELBO (10,000 test images) and importance-sampled log p(x) (``--is-samples``
   samples, first ``--num-test`` test images), both with fixed binarisation, after
   ``--epochs`` epochs, and the total wall time of that training.
+
+Throughputs are also given per CPU-second of this process, which other processes'
+load inflates much less than wall-clock rates (see benchmarks/README.md).
 
 Run: ``python benchmarks/bench_training.py`` (``--quick`` for a smoke run).
 """
@@ -366,7 +369,9 @@ def table_rows(m, args):
             note=f"median epoch {steady:.2f} s of {m['num_images']:,} images",
         ),
         row(
-            "JAX train images/s (interleaved with torch)",
+            "JAX train images/s (interleaved with torch)"
+            if m["torch_rates"]
+            else "JAX train images/s (separate epochs)",
             f"{jax_rate:,.0f}",
             note=f"median of {len(m['jax_rates'])} epochs: {fmt(m['jax_rates'])}",
         ),
@@ -480,8 +485,8 @@ def table_rows(m, args):
             "first-epoch overhead in CPU-seconds (estimate)",
             f"{m['wall_cpu'] - args.epochs * m['num_images'] / jax_cpu:.2f} s",
             f"<= {TARGETS['compile_s']} s",
-            note="CPU of the whole training minus epochs x steady CPU per epoch: about the quiet-machine "
-            "compile (compilation is single-threaded)",
+            note="CPU of the whole train() call minus epochs x steady CPU per epoch; includes model "
+            "initialisation and saving; close to the quiet-machine overhead (compiling is single-threaded)",
         ),
         row(
             f"test ELBO after {args.epochs} epochs (10,000 images)",

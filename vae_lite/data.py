@@ -203,7 +203,7 @@ def _read_verified(files):
 
     def images(f):
         x = read_idx(paths[f])
-        return _readonly((x.reshape(len(x), -1) / np.float32(255.0)).astype(np.float32))
+        return _readonly(x.reshape(len(x), -1) / np.float32(255.0))  # uint8 / float32 -> float32
 
     def labels(f):
         return _readonly(read_idx(paths[f]).astype(np.int32))

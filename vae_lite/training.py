@@ -245,6 +245,7 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
     if data is None:
         data = load(config.dataset, fallback=True)
     config = dataclasses.replace(config, dataset=data.name)
+    enable_compilation_cache()  # before build_model: the parameter initialisers compile too
     model = build_model(config, data.num_pixels)
     path = cache_path(config, data)
     if path.exists() and not retrain:
