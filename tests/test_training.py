@@ -14,7 +14,6 @@ import pytest
 from flax import nnx
 
 from vae_lite import data, training
-from vae_lite.distributions import kl_normal_std, log_bernoulli
 
 SMALL = training.TrainConfig(dataset="digits", hidden=(32,), latent_dim=2, epochs=3, batch_size=64)
 
@@ -55,7 +54,7 @@ def test_training_improves_elbo_and_is_deterministic(digits):
     assert set(h) == {"elbo", "recon", "kl", "seconds"} and len(h["elbo"]) == 3
     assert h["elbo"][-1] > h["elbo"][0]
     np.testing.assert_allclose(h["elbo"], np.array(h["recon"]) - np.array(h["kl"]), rtol=1e-6)
-    for p, q in zip(_params(a.model), _params(b.model)):
+    for p, q in zip(_params(a.model), _params(b.model), strict=True):
         np.testing.assert_array_equal(p, q)
     # The trained model's test ELBO beats the untrained one's.
     x = data.binarize_fixed(digits.x_test)
@@ -70,7 +69,7 @@ def test_cache_hit_returns_same_parameters_quickly(digits):
     assert again.from_cache and not first.from_cache
     assert time.perf_counter() - start < 2.0
     assert again.history["elbo"] == first.history["elbo"]
-    for p, q in zip(_params(first.model), _params(again.model)):
+    for p, q in zip(_params(first.model), _params(again.model), strict=True):
         np.testing.assert_array_equal(p, q)
     changed = training.train(dataclasses.replace(SMALL, beta=0.5), digits, progress=False)
     assert not changed.from_cache

@@ -187,7 +187,7 @@ def read_idx(path):
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as err:
-        raise ChecksumError(f"{path} is not a readable gzip file ({err}); delete it and download it again.")
+        raise ChecksumError(f"{path} is not a readable gzip file ({err}); delete it and download it again.") from err
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)

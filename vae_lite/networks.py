@@ -29,7 +29,7 @@ class MLP(nnx.Module):
     def __init__(self, sizes, *, rngs: nnx.Rngs):
         self.sizes = tuple(int(s) for s in sizes)
         self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(self.sizes[:-1], self.sizes[1:])]
+            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True)]
         )
 
     def __call__(self, x):

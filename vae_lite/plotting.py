@@ -54,7 +54,7 @@ def plot_history(history, *, axes=None, title=None):
         _, axes = plt.subplots(1, 3, figsize=(12, 3))
     epochs = np.arange(1, len(history["elbo"]) + 1)
     labels = {"elbo": "ELBO (nats, higher is better)", "recon": "E[log p(x|z)] (nats)", "kl": "KL(q(z|x) || p(z)) (nats)"}
-    for ax, name in zip(axes, ("elbo", "recon", "kl")):
+    for ax, name in zip(axes, ("elbo", "recon", "kl"), strict=True):
         ax.plot(epochs, history[name], marker="o")
         ax.set_xlabel("epoch")
         ax.set_ylabel(labels[name])
