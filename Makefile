@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= test,classroom
 STAMP := $(VENV)/.installed-$(EXTRAS)
+# Tools the tests start (jupyter kernels, nbgrader's alembic, voila) come from the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup lessons test test-fast assignments benchmark notebooks-run clean
 
