@@ -137,7 +137,7 @@ def enable_compilation_cache():
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
-def _check_images(x, num_pixels=None):
+def _check_images(x):
     if x.ndim != 2:
         raise ValueError(f"Training images must be (num_images, pixels), got shape {x.shape}.")
     if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
