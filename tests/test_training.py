@@ -140,3 +140,19 @@ def test_unreadable_cache_entry_is_retrained(digits):
     path.write_bytes(path.read_bytes()[:100])
     again = training.train(SMALL, digits, progress=False)
     assert not again.from_cache
+
+
+def test_release_memory_drops_traced_functions():
+    traces = []
+
+    @jax.jit
+    def f(x):
+        traces.append(1)  # runs only while tracing
+        return x + 1
+
+    f(1.0)
+    f(2.0)
+    assert len(traces) == 1  # cached
+    training.release_memory()
+    f(3.0)
+    assert len(traces) == 2  # traced afresh: the cache was dropped

@@ -93,6 +93,9 @@ class GridPosterior(NamedTuple):
     cell_volume: float
 
 
+GRID_BLOCK = 2048  # grid points evaluated together by grid_posterior
+
+
 def make_grid(axes):
     """Points of the regular grid spanned by 1-D ``axes``.
 
@@ -163,7 +166,8 @@ def grid_posterior(log_joint, grid):
     cell_volume = 1.0
     for a in grid:
         cell_volume = cell_volume * (a[1] - a[0])
-    log_joint_values = jax.vmap(log_joint)(points)
+    # blocks of points: a decoder's (points, pixels) logits for a fine 2-D grid would need ~1 GB at once
+    log_joint_values = jax.lax.map(log_joint, points, batch_size=min(points.shape[0], GRID_BLOCK))
     if log_joint_values.shape != points.shape[:1]:
         raise ValueError(
             f"log_joint must map one latent vector (d,) to a scalar; on {points.shape[0]} grid "

@@ -8,6 +8,7 @@ well under a second the second time.
 """
 
 import dataclasses
+import gc
 import hashlib
 import io
 import json
@@ -53,6 +54,7 @@ def autoencoder_terms(model, key, x):
 
 
 MODELS = {"vae": (VAE, vae_terms), "ae": (Autoencoder, autoencoder_terms)}
+EVAL_BLOCK = 2000  # images evaluated together by evaluate()
 _JITTED_TERMS = {True: nnx.jit(vae_terms), False: nnx.jit(autoencoder_terms)}  # compiled once per shape
 
 
@@ -128,6 +130,18 @@ def make_epoch(graphdef, terms_fn, optimizer, batch_size, beta):
         return params, opt_state, jnp.mean(recon), jnp.mean(kl)
 
     return epoch
+
+
+def release_memory():
+    """Drop JAX's in-memory caches of traced and compiled functions, then collect garbage.
+
+    JAX keeps every function it has traced (about 1 MB each, for every new shape or
+    closure) for the life of the process. A lesson that computes many different things
+    calls this between sections to stay within a classroom server's memory (lessons 3-5);
+    later calls recompile what they need (or load it from the persistent cache).
+    """
+    jax.clear_caches()
+    gc.collect()
 
 
 def enable_compilation_cache():
@@ -266,5 +280,10 @@ def evaluate(model, key, x):
     For a plain autoencoder, ``kl`` is 0 and ``elbo`` is just the reconstruction term.
     """
     terms_fn = _JITTED_TERMS[isinstance(model, VAE)]
-    recon, kl = terms_fn(model, key, jnp.asarray(x))
+    x = jnp.asarray(x)
+    blocks = [  # blocks of images keep the (images, pixels) intermediates small
+        terms_fn(model, jax.random.fold_in(key, i), x[start : start + EVAL_BLOCK])
+        for i, start in enumerate(range(0, x.shape[0], EVAL_BLOCK))
+    ]
+    recon, kl = (jnp.concatenate(parts) for parts in zip(*blocks, strict=True))
     return {"elbo": float(jnp.mean(recon - kl)), "recon": float(jnp.mean(recon)), "kl": float(jnp.mean(kl))}
