@@ -271,6 +271,7 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
             model = build_model(config, data.num_pixels)  # unreadable entry: train afresh
     history = fit(model, config, data.x_train, progress=progress)
     save_model(path, model, {"config": dataclasses.asdict(config), "history": history, "version": __version__})
+    release_memory()  # the compiled epoch is not needed again; its traces would stay in memory
     return TrainResult(model, config, history, from_cache=False)
 
 
