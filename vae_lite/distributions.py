@@ -46,6 +46,22 @@ def check_floating(name, a):
         )
 
 
+def check_gaussian_q(mu, log_var, num_samples=1):
+    """Raise ``ValueError`` unless (mu, log_var) is one Gaussian q over a latent vector and S >= 1.
+
+    Shared by the Monte Carlo estimators of lessons 4 and 5.
+    """
+    check_floating("mu", mu)
+    check_same_shape("mu", mu, "log_var", log_var)
+    if jnp.ndim(mu) != 1:
+        raise ValueError(
+            f"mu must be one latent vector (latent_dim,), got shape {jnp.shape(mu)}; "
+            "use jax.vmap over data points."
+        )
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+
+
 def log_normal_diag(x, mu, log_var):
     r"""Log-density of a diagonal Gaussian, summed over the last axis.
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from vae_lite.distributions import (
     LOG_2PI,
     check_floating,
-    check_same_shape,
+    check_gaussian_q,
     kl_normal_std,
     log_normal_diag,
     log_normal_std,
@@ -28,21 +28,9 @@ from vae_lite.distributions import (
 from vae_lite.posterior import decoder_log_joint
 
 
-def _check_q(mu, log_var, num_samples=1):
-    check_floating("mu", mu)
-    check_same_shape("mu", mu, "log_var", log_var)
-    if jnp.ndim(mu) != 1:
-        raise ValueError(
-            f"mu must be one latent vector (latent_dim,), got shape {jnp.shape(mu)}; "
-            "use jax.vmap over data points."
-        )
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
-
-
 def _log_weights(key, log_joint, mu, log_var, num_samples):
     """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
-    _check_q(mu, log_var, num_samples)
+    check_gaussian_q(mu, log_var, num_samples)
     z = reparameterize(key, mu, log_var, num_samples)  # (num_samples, latent_dim)
     return jax.vmap(log_joint)(z) - log_normal_diag(z, mu, log_var)
 
@@ -98,7 +86,7 @@ def elbo_entropy_form(key, log_joint, mu, log_var, num_samples):
     Same arguments as :func:`elbo`; with the same key it uses the same samples.
     Returns a scalar. Introduced in lesson 4.
     """
-    _check_q(mu, log_var, num_samples)
+    check_gaussian_q(mu, log_var, num_samples)
     z = reparameterize(key, mu, log_var, num_samples)
     return jnp.mean(jax.vmap(log_joint)(z)) + gaussian_entropy(log_var)
 
@@ -119,7 +107,7 @@ def elbo_kl_form(key, log_likelihood, mu, log_var, num_samples):
     Returns:
         scalar. Introduced in lesson 4.
     """
-    _check_q(mu, log_var, num_samples)
+    check_gaussian_q(mu, log_var, num_samples)
     z = reparameterize(key, mu, log_var, num_samples)
     return jnp.mean(jax.vmap(log_likelihood)(z)) - kl_normal_std(mu, log_var)
 
@@ -132,7 +120,7 @@ def kl_normal_std_mc(key, mu, log_var, num_samples):
     Unbiased, but noisy; compare :func:`vae_lite.distributions.kl_normal_std`.
     Args as for :func:`elbo` (no ``log_joint``). Returns a scalar. Introduced in lesson 4.
     """
-    _check_q(mu, log_var, num_samples)
+    check_gaussian_q(mu, log_var, num_samples)
     z = reparameterize(key, mu, log_var, num_samples)
     return jnp.mean(log_normal_diag(z, mu, log_var) - log_normal_std(z))
 

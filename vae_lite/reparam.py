@@ -16,16 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_lite.distributions import check_floating, check_same_shape, log_normal_diag, reparameterize
-
-
-def _check(mu, log_var, num_samples):
-    check_floating("mu", mu)
-    check_same_shape("mu", mu, "log_var", log_var)
-    if jnp.ndim(mu) != 1:
-        raise ValueError(f"mu must be one latent vector (latent_dim,), got shape {jnp.shape(mu)}.")
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+from vae_lite.distributions import check_gaussian_q, log_normal_diag, reparameterize
 
 
 def _check_scalar_f(f, mu):
@@ -49,7 +40,7 @@ def score_function_grad(key, f, mu, log_var, num_samples):
         ``(grad_mu, grad_log_var)``, each ``(num_samples, latent_dim)``; their means over
         axis 0 are unbiased estimates of the gradient. Introduced in lesson 5.
     """
-    _check(mu, log_var, num_samples)
+    check_gaussian_q(mu, log_var, num_samples)
     _check_scalar_f(f, mu)
     z = jax.lax.stop_gradient(reparameterize(key, mu, log_var, num_samples))  # a sample, not a function of mu
     score = jax.vmap(jax.grad(log_normal_diag, argnums=(1, 2)), in_axes=(0, None, None))(z, mu, log_var)
@@ -67,7 +58,7 @@ def reparam_grad(key, f, mu, log_var, num_samples):
     Returns:
         ``(grad_mu, grad_log_var)``, each ``(num_samples, latent_dim)``. Introduced in lesson 5.
     """
-    _check(mu, log_var, num_samples)
+    check_gaussian_q(mu, log_var, num_samples)
     _check_scalar_f(f, mu)
     # the same eps as reparameterize(key, mu, log_var, num_samples), so z_s matches score_function_grad
     eps = jax.random.normal(key, (num_samples, *jnp.shape(mu)), dtype=jnp.result_type(mu))
