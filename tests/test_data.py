@@ -1,8 +1,17 @@
-"""Data loading: lookup order, checksums, offline behaviour, fallback, binarisation."""
+"""Data loading: the bundled MNIST, lookup order, checksums, downloads, the digits switch.
 
+Downloads are tested against real HTTP servers on loopback (one that serves the files,
+one that serves altered bytes, one that accepts connections and never answers), not
+against a mock of ``urllib``.
+"""
+
+import contextlib
 import gzip
-import io
+import hashlib
+import http.server
 import shutil
+import socket
+import threading
 import time
 
 import jax
@@ -12,66 +21,123 @@ import pytest
 from vae_lite import data
 
 FILES = list(data.IDX_SOURCES["mnist"][0])
+# The published MD5s of the four MNIST files (as listed by the mirrors, e.g. PyTorch's
+# torchvision.datasets.MNIST), written out here independently of vae_lite.data.
+PUBLISHED_MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
 
 
 @pytest.fixture
 def isolated(monkeypatch, tmp_path):
-    """No environment folder, an empty cache, and mirrors that refuse at once."""
+    """Nothing configured: no data folder, no switch, an empty cache, mirrors that refuse at once."""
     monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.delenv(data.DATASET_ENV, raising=False)
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setitem(data.IDX_SOURCES, "mnist", (data.IDX_SOURCES["mnist"][0], ("http://127.0.0.1:9/",)))
     return tmp_path
 
 
-def test_digits_are_float32_in_unit_interval():
-    d = data.load("digits")
-    assert d.x_train.dtype == np.float32 and d.x_train.shape[1] == 64
-    assert d.image_shape == (8, 8) and d.num_pixels == 64
-    assert 0.0 <= d.x_train.min() and d.x_train.max() == 1.0
-    assert len(d.x_train) + len(d.x_test) == 1797
-    assert set(np.unique(d.y_train)) == set(range(10))
+@pytest.fixture
+def no_bundle(monkeypatch):
+    """As if MNIST did not ship with the package (to exercise the cache and the download)."""
+    monkeypatch.setattr(data, "BUNDLED", ())
 
 
-def test_mnist_from_explicit_folder(mnist_dir, isolated):
-    d = data.load("mnist", data_dir=mnist_dir)
+def test_bundled_files_are_the_published_mnist(mnist_dir):
+    assert mnist_dir.is_relative_to(data.bundled_dir())
+    for name, expected in PUBLISHED_MNIST_MD5.items():
+        assert hashlib.md5((mnist_dir / name).read_bytes()).hexdigest() == expected
+
+
+def test_mnist_loads_with_nothing_configured(isolated, mnist_dir):
+    d = data.load("mnist")  # no folder, no environment variable, no network
+    assert d.name == "mnist" and d.image_shape == (28, 28)
     assert d.x_train.shape == (60000, 784) and d.x_test.shape == (10000, 784)
-    assert d.x_train.dtype == np.float32 and d.x_train.max() == 1.0 and d.x_train.min() == 0.0
+    assert all(p.parent == mnist_dir for p in data.locate_idx_files("mnist").values())
     # The published first labels of the MNIST training and test sets.
     assert list(d.y_train[:5]) == [5, 0, 4, 1, 9] and list(d.y_test[:5]) == [7, 2, 1, 0, 4]
-    # Raw bytes agree with an independent decode of the IDX header.
+    # Pixels agree with an independent decode of the IDX file (16-byte header, then uint8).
     with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as f:
         raw = f.read()
     assert int.from_bytes(raw[4:8], "big") == 10000
-    np.testing.assert_allclose(np.frombuffer(raw[16:16 + 784], np.uint8) / 255.0, d.x_test[0], rtol=1e-6)
+    np.testing.assert_array_equal(d.x_test[0], np.frombuffer(raw[16 : 16 + 784], np.uint8) / np.float32(255))
+    assert not list(isolated.glob("cache/**/*.gz")), "nothing is downloaded or copied"
 
 
-def test_environment_variable_and_subfolder_layout(mnist_dir, isolated, monkeypatch):
-    folder = isolated / "datasets" / "mnist"
+def test_images_hold_uint8_and_hand_out_float32_rows(isolated):
+    d = data.load("mnist")
+    assert d.x_train.levels.dtype == np.uint8 and d.x_train.levels.nbytes == 60000 * 784
+    rows = d.x_test[10:20]
+    assert rows.dtype == np.float32 and rows.shape == (10, 784)
+    assert rows.min() == 0.0 and rows.max() == 1.0
+    np.testing.assert_array_equal(d.x_test[[3, 1]], d.x_test[3:4].tolist() + d.x_test[1:2].tolist())
+    full = np.asarray(d.x_test)
+    assert full.dtype == np.float32 and full.shape == (10000, 784) and len(d.x_test) == 10000
+    with pytest.raises(ValueError):  # the stored levels are read-only: shared safely
+        d.x_train.levels[0, 0] = 1
+
+
+def test_digits_are_float32_in_unit_interval():
+    d = data.load("digits")
+    x = np.asarray(d.x_train)
+    assert x.dtype == np.float32 and x.shape[1] == 64
+    assert d.image_shape == (8, 8) and d.num_pixels == 64
+    assert 0.0 <= x.min() and x.max() == 1.0
+    assert len(d.x_train) + len(d.x_test) == 1797
+    assert set(np.unique(d.y_train)) == set(range(10))
+    from sklearn.datasets import load_digits
+
+    np.testing.assert_array_equal(x, (load_digits().data[:-297] / 16.0).astype(np.float32))
+
+
+def _copy_of_mnist(mnist_dir, folder):
     folder.mkdir(parents=True)
     for f in FILES:
-        (folder / f).symlink_to(mnist_dir / f)
+        shutil.copyfile(mnist_dir / f, folder / f)
+    return folder
+
+
+def test_explicit_folder_then_environment_then_bundled(mnist_dir, isolated, monkeypatch):
+    mine = _copy_of_mnist(mnist_dir, isolated / "mine")
+    env = _copy_of_mnist(mnist_dir, isolated / "datasets" / "mnist")  # sub-folder layout
     monkeypatch.setenv(data.DATA_ENV, str(isolated / "datasets"))
+    assert {p.parent for p in data.locate_idx_files("mnist", mine).values()} == {mine}
+    assert {p.parent for p in data.locate_idx_files("mnist").values()} == {env}
     assert data.load("mnist").x_test.shape == (10000, 784)
 
 
 def test_corrupt_file_names_file_and_fix(mnist_dir, isolated):
-    folder = isolated / "bad"
-    shutil.copytree(mnist_dir, folder)
+    folder = _copy_of_mnist(mnist_dir, isolated / "bad")
     path = folder / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])  # truncated
-    with pytest.raises(data.ChecksumError, match="t10k-labels-idx1-ubyte.gz.*delete it"):
+    with pytest.raises(data.ChecksumError, match="t10k-labels-idx1-ubyte.gz.*expected MD5.*Delete it"):
         data.load("mnist", data_dir=folder)
 
 
-def test_offline_gives_clear_message_without_hanging(isolated):
+def test_damaged_bundled_file_says_reinstall(mnist_dir, isolated, monkeypatch):
+    package = isolated / "site-packages" / "vae_lite" / "_data"
+    _copy_of_mnist(mnist_dir, package / "mnist")
+    altered = package / "mnist" / "train-labels-idx1-ubyte.gz"
+    raw = altered.read_bytes()
+    altered.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # one bit flipped
+    monkeypatch.setattr(data, "bundled_dir", lambda: package)
+    with pytest.raises(data.ChecksumError, match=r"train-labels-idx1-ubyte.gz.*reinstall vae-lite.*VAE_LITE_DATA"):
+        data.load("mnist")
+
+
+def test_offline_gives_clear_message_without_hanging(isolated, no_bundle):
     start = time.perf_counter()
     with pytest.raises(data.DataUnavailableError, match="VAE_LITE_DATA") as err:
         data.load("mnist")
     assert time.perf_counter() - start < 5 * data.DOWNLOAD_TIMEOUT_S
-    assert "fallback=True" in str(err.value)
+    assert "fallback=True" in str(err.value) and "127.0.0.1:9" in str(err.value)
 
 
-def test_fallback_prints_notice_and_returns_digits(isolated, capsys):
+def test_fallback_prints_notice_and_returns_digits(isolated, no_bundle, capsys):
     d = data.load("mnist", fallback=True)
     assert d.name == "digits"
     assert "NOTICE" in capsys.readouterr().out
@@ -82,24 +148,112 @@ def test_unknown_name_lists_valid_names():
         data.load("cifar10")
 
 
-def test_download_is_verified_and_atomic(mnist_dir, isolated, monkeypatch):
-    served = []
+def test_dataset_switch_gives_digits_with_a_notice(isolated, monkeypatch, capsys):
+    monkeypatch.setenv(data.DATASET_ENV, "digits")
+    d = data.load("mnist", fallback=True)
+    assert d.name == "digits" and d.image_shape == (8, 8)
+    assert "VAE_LITE_DATASET=digits" in capsys.readouterr().out
+    monkeypatch.setenv(data.DATASET_ENV, "mnist")
+    assert data.load("mnist").name == "mnist"
+    monkeypatch.setenv(data.DATASET_ENV, "")  # empty: as if unset
+    assert data.load("mnist").name == "mnist"
 
-    def fake_urlopen(url, timeout):
-        assert timeout == data.DOWNLOAD_TIMEOUT_S
-        name = url.rsplit("/", 1)[1]
-        served.append(name)
-        payload = (mnist_dir / name).read_bytes()
-        return io.BytesIO(payload if len(served) > 1 else b"not the file")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", fake_urlopen)
-    monkeypatch.setitem(data.IDX_SOURCES, "mnist", (data.IDX_SOURCES["mnist"][0], ("http://a/", "http://b/")))
-    d = data.load("mnist")
-    assert d.x_train.shape == (60000, 784)
-    # The first mirror served garbage: it was rejected and the second one used.
-    assert served[:2] == [FILES[0], FILES[0]]
-    cached = sorted(p.name for p in (isolated / "cache" / "data" / "mnist").iterdir())
-    assert cached == sorted(FILES)  # no temporary files left behind
+def test_unknown_dataset_switch_lists_valid_values(isolated, monkeypatch):
+    monkeypatch.setenv(data.DATASET_ENV, "cifar")
+    with pytest.raises(ValueError, match=r"VAE_LITE_DATASET='cifar'.*valid values are mnist, digits"):
+        data.load("mnist")
+
+
+def test_cache_folder_expands_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(data.CACHE_ENV, "~/vae-cache")
+    assert data.cache_dir() == tmp_path / "vae-cache"
+    monkeypatch.delenv(data.CACHE_ENV)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert data.cache_dir() == tmp_path / ".cache" / "vae-lite"
+
+
+# --- downloads from real servers on loopback -------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(files):
+    """An HTTP server on a free loopback port serving ``{name: bytes}``; yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            payload = files.get(self.path.rsplit("/", 1)[-1])
+            if payload is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextlib.contextmanager
+def silent_server():
+    """A loopback port that accepts connections and never answers; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+
+
+def _use_mirrors(monkeypatch, *mirrors):
+    monkeypatch.setitem(data.IDX_SOURCES, "mnist", (data.IDX_SOURCES["mnist"][0], mirrors))
+
+
+def test_download_rejects_altered_bytes_and_caches_atomically(mnist_dir, isolated, no_bundle, monkeypatch):
+    good = {f: (mnist_dir / f).read_bytes() for f in FILES}
+    altered = {f: b[:-1] + bytes([b[-1] ^ 1]) for f, b in good.items()}
+    with serving(altered) as bad_url, serving(good) as good_url:
+        _use_mirrors(monkeypatch, bad_url, good_url)
+        d = data.load("mnist")
+    assert d.x_train.shape == (60000, 784) and list(d.y_test[:3]) == [7, 2, 1]
+    cached = isolated / "cache" / "data" / "mnist"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(FILES)  # no temporary files left
+    for f in FILES:
+        assert (cached / f).read_bytes() == good[f]
+
+
+def test_download_with_only_altered_bytes_reports_the_mismatch(mnist_dir, isolated, no_bundle, monkeypatch):
+    altered = {f: b"not the file" for f in FILES}
+    with serving(altered) as bad_url:
+        _use_mirrors(monkeypatch, bad_url)
+        with pytest.raises(data.DataUnavailableError, match="checksum mismatch.*not saved"):
+            data.load("mnist")
+    assert not (isolated / "cache" / "data" / "mnist").exists() or not any(
+        (isolated / "cache" / "data" / "mnist").iterdir()
+    )
+
+
+def test_server_that_never_answers_times_out(isolated, no_bundle, monkeypatch):
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 0.5)
+    with silent_server() as url:
+        _use_mirrors(monkeypatch, url)
+        start = time.perf_counter()
+        with pytest.raises(data.DataUnavailableError, match="timed out"):
+            data.load("mnist")
+    assert time.perf_counter() - start < 10  # one timeout, not a hang
+
+
+# --- binarisation -----------------------------------------------------------------------
 
 
 def test_binarize_dynamic_and_fixed():
@@ -107,5 +261,37 @@ def test_binarize_dynamic_and_fixed():
     b = data.binarize(jax.random.key(0), x)
     assert set(np.unique(b)) <= {0.0, 1.0}
     assert abs(float(b.mean()) - 0.3) < 0.01  # 100k Bernoulli(0.3) draws: sd 0.0015
-    np.testing.assert_array_equal(data.binarize_fixed(x), data.binarize_fixed(x))
+    fixed = data.binarize_fixed(x)
+    assert fixed.dtype == np.float32 and set(np.unique(fixed)) <= {0.0, 1.0}
+    assert abs(float(fixed.mean()) - 0.3) < 0.01
+    np.testing.assert_array_equal(fixed, data.binarize_fixed(x))
     assert not np.array_equal(data.binarize_fixed(x, seed=0), data.binarize_fixed(x, seed=1))
+
+
+def test_binarize_fixed_works_in_blocks_with_per_pixel_probabilities():
+    # 3,000 rows span three blocks (the last one overlapping); each column has its own p.
+    p = np.linspace(0.0, 1.0, 11, dtype=np.float32)
+    x = np.tile(p, (3000, 1))
+    b = np.asarray(data.binarize_fixed(x, seed=3))
+    assert set(np.unique(b)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(b[:, 0], 0.0)
+    np.testing.assert_array_equal(b[:, -1], 1.0)
+    # column means within 5 standard errors of p (3,000 draws each)
+    se = np.sqrt(p * (1 - p) / 3000)
+    assert np.all(np.abs(b.mean(axis=0) - p) <= 5 * se + 1e-9)
+    # rows of different blocks are not copies of each other
+    assert not np.array_equal(b[:1024], b[1024:2048])
+
+
+def test_binarize_fixed_of_images_matches_their_intensities():
+    d = data.load("digits")
+    from_levels = np.asarray(data.binarize_fixed(d.x_test, seed=2))
+    from_floats = np.asarray(data.binarize_fixed(d.x_test[:], seed=2))
+    np.testing.assert_array_equal(from_levels, from_floats)
+
+
+def test_binarize_rejects_grey_levels():
+    with pytest.raises(ValueError, match="x / 255"):
+        data.binarize(jax.random.key(0), np.full((2, 3), 200, np.uint8))
+    with pytest.raises(ValueError, match="x / 255"):
+        data.binarize_fixed(np.full((2, 3), 200, np.uint8))

@@ -1,9 +1,15 @@
-"""pyproject.toml, environment.yml and the pip lock file pin the same versions."""
+"""Packaging: pinned versions agree across files; the wheel ships MNIST and finds it when installed."""
 
+import hashlib
+import os
 import re
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,3 +49,36 @@ def test_lock_file_agrees_with_pyproject():
             lock[_norm(name)] = version
     for name, version in _pyproject_pins().items():
         assert lock.get(name) == version, f"{name}: pyproject {version}, lock {lock.get(name)}"
+
+
+@pytest.mark.slow
+def test_installed_wheel_finds_the_bundled_mnist(tmp_path):
+    """Build the wheel, install it into an empty folder, and load MNIST from there, offline."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)],
+                   check=True, cwd=tmp_path)
+    (wheel,) = wheels.glob("vae_lite-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {Path(n).name: hashlib.md5(zf.read(n)).hexdigest()
+                   for n in zf.namelist() if n.startswith("vae_lite/_data/mnist/")}
+    assert shipped == {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True)
+    site.chmod(0o555)  # a read-only install location: nothing may be written there
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from vae_lite import data; "
+        "d = data.load('mnist', download=False); "
+        "print(data.bundled_dir(), d.x_train.shape, d.y_test[:3].tolist())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("VAE_LITE_DATA", "VAE_LITE_DATASET")}
+    env["VAE_LITE_CACHE"] = str(tmp_path / "empty-cache")
+    out = subprocess.run([sys.executable, "-c", script, str(site)], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, env=env).stdout
+    assert out.startswith(str(site / "vae_lite" / "_data")) and "(60000, 784) [7, 2, 1]" in out
+    assert not (tmp_path / "empty-cache").exists()  # found in the package, nothing downloaded

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +89,7 @@ def test_nan_loss_stops_with_epoch_and_hint(digits):
 
 
 def test_bad_training_data_rejected(digits):
-    bad = dataclasses.replace(digits, x_train=digits.x_train * 255)
+    bad = dataclasses.replace(digits, x_train=digits.x_train[:] * 255)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         training.train(SMALL, bad, progress=False)
     with pytest.raises(ValueError, match="model"):
@@ -138,8 +139,95 @@ def test_unreadable_cache_entry_is_retrained(digits):
     first = training.train(SMALL, digits, progress=False)
     path = training.cache_path(first.config, digits)
     path.write_bytes(path.read_bytes()[:100])
-    again = training.train(SMALL, digits, progress=False)
+    with pytest.warns(training.ModelCacheWarning, match="not a readable vae-lite checkpoint"):
+        again = training.train(SMALL, digits, progress=False)
     assert not again.from_cache
+
+
+def test_training_on_uint8_levels_equals_training_on_their_intensities(digits):
+    from_levels = training.fit(training.build_model(SMALL, 64), SMALL, digits.x_train, progress=False)
+    model = training.build_model(SMALL, 64)
+    from_floats = training.fit(model, SMALL, np.asarray(digits.x_train), progress=False)
+    np.testing.assert_allclose(from_levels["elbo"], from_floats["elbo"], rtol=1e-6)
+
+
+def _entry(digits):
+    """Train SMALL once into the (private) cache; return its cache file."""
+    result = training.train(SMALL, digits, progress=False)
+    return training.cache_path(result.config, digits)
+
+
+def _rewrite_entry(path, change):
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda a: a.__setitem__("metadata", np.array("[1, 2]")), "malformed metadata"),
+        (lambda a: a.__setitem__("metadata", np.array('{"history": 3}')), "no valid training history"),
+        (lambda a: a.__setitem__("metadata", np.array("{not json")), "not a readable"),
+        (lambda a: a.__setitem__(next(k for k in a if k.startswith("param:")),
+                                 np.full_like(a[next(k for k in a if k.startswith("param:"))], np.nan)), "NaN"),
+        (lambda a: a.update({k: v.astype(np.float64) for k, v in a.items() if k.startswith("param:")}), "dtypes"),
+    ],
+    ids=["metadata-not-object", "history-malformed", "metadata-not-json", "nan-params", "float64-params"],
+)
+def test_malformed_cache_entry_is_retrained_with_a_warning(digits, change, reason):
+    path = _entry(digits)
+    _rewrite_entry(path, change)
+    with pytest.warns(training.ModelCacheWarning, match=reason):
+        again = training.train(SMALL, digits, progress=False)
+    assert not again.from_cache and np.isfinite(again.history["elbo"]).all()
+    assert training.train(SMALL, digits, progress=False).from_cache  # rewritten, readable again
+
+
+@pytest.mark.parametrize("blocker", ["read-only folder", "file where the folder should be"])
+def test_unwritable_cache_still_returns_the_trained_model(digits, monkeypatch, tmp_path, blocker):
+    if blocker == "read-only folder" and os.geteuid() != 0:
+        root = tmp_path / "shared-cache"
+        (root / "models").mkdir(parents=True)
+        (root / "models").chmod(0o555)
+    elif blocker == "read-only folder":  # root may write anywhere on a normal file system, not in sysfs
+        root = Path("/sys/vae-lite-cache")
+    else:
+        root = tmp_path / "cache-file"
+        (root).mkdir()
+        (root / "models").write_text("not a folder")
+    monkeypatch.setenv("VAE_LITE_CACHE", str(root))
+    with pytest.warns(training.ModelCacheWarning, match=f"Could not write the model cache in {root / 'models'}"):
+        result = training.train(SMALL, digits, progress=False)
+    assert not result.from_cache and len(result.history["elbo"]) == SMALL.epochs
+    x = data.binarize_fixed(digits.x_test)
+    fresh = training.evaluate(training.build_model(SMALL, 64), jax.random.key(0), x)["elbo"]
+    assert training.evaluate(result.model, jax.random.key(0), x)["elbo"] > fresh + 5  # trained, not fresh
+
+
+def test_full_disk_still_returns_the_trained_model(digits, monkeypatch):
+    def no_space(path, payload):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training, "atomic_write_bytes", no_space)
+    with pytest.warns(training.ModelCacheWarning, match="No space left on device"):
+        result = training.train(SMALL, digits, progress=False)
+    assert not result.from_cache and len(result.history["elbo"]) == SMALL.epochs
+
+
+def test_nothing_is_written_into_the_package(digits, monkeypatch, tmp_path):
+    package = Path(training.__file__).parent
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in package.rglob("*") if "__pycache__" not in p.parts)
+    monkeypatch.delenv("VAE_LITE_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    data.load("mnist")
+    training.train(SMALL, digits, progress=False)
+    after = sorted((str(p), p.stat().st_mtime_ns) for p in package.rglob("*") if "__pycache__" not in p.parts)
+    assert before == after
+    assert list((tmp_path / ".cache" / "vae-lite" / "models").glob("*.npz"))  # the user's cache instead
 
 
 def test_release_memory_drops_traced_functions():

@@ -1,20 +1,28 @@
-"""Data sets: bundled 8x8 digits, MNIST and Fashion-MNIST (core; every lesson).
+"""Data sets: MNIST (bundled), the 8x8 digits (bundled), Fashion-MNIST (core; every lesson).
 
 Lookup order for the IDX files of MNIST / Fashion-MNIST:
 
 1. the ``data_dir`` argument,
 2. the folder in the environment variable ``VAE_LITE_DATA``,
-3. the per-user cache (``$VAE_LITE_CACHE/data`` or ``~/.cache/vae-lite/data``),
-4. a download from the known mirrors into the cache (checksum verified, atomic write).
+3. the copy that ships with vae-lite (MNIST only: ``vae_lite/_data/mnist/``),
+4. the per-user cache (``$VAE_LITE_CACHE/data`` or ``~/.cache/vae-lite/data``),
+5. a download from the known mirrors into the cache (checksum verified, atomic write).
 
 In a folder, the files may sit directly (``folder/train-images-idx3-ubyte.gz``) or in
 a sub-folder named after the data set (``folder/mnist/...``); every file is checked
 against its published MD5, so an MNIST file is never mistaken for a Fashion-MNIST one.
+
+Images are held in memory as their uint8 grey levels (MNIST: 47 MB for the training
+set, where float32 would take 188 MB) inside :class:`Images`, which hands out float32
+intensities in [0, 1] only for the rows asked for. The environment variable
+``VAE_LITE_DATASET=digits`` makes every ``load("mnist")`` return the bundled 8x8 digits,
+so the whole series runs in seconds.
 """
 
 import functools
 import gzip
 import hashlib
+import importlib.resources
 import os
 import sys
 import urllib.request
@@ -27,7 +35,9 @@ import numpy as np
 
 DATA_ENV = "VAE_LITE_DATA"
 CACHE_ENV = "VAE_LITE_CACHE"
+DATASET_ENV = "VAE_LITE_DATASET"
 DOWNLOAD_TIMEOUT_S = 10.0
+BINARIZE_BLOCK = 1024  # rows binarised together by binarize_fixed (small blocks: small intermediates)
 
 _MNIST_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -55,6 +65,8 @@ IDX_SOURCES = {
     ),
 }
 DATASETS = ("digits", *IDX_SOURCES)
+LESSON_DATASETS = ("mnist", "digits")  # the values VAE_LITE_DATASET accepts: the lessons are checked on both
+BUNDLED = ("mnist",)  # data sets whose IDX files ship inside the package
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -65,23 +77,67 @@ class ChecksumError(ValueError):
     """A data file on disk does not match its published checksum."""
 
 
+class Images:
+    """Images stored as uint8 grey levels; indexing returns float32 intensities in [0, 1].
+
+    ``images[:100]`` (or any numpy index) converts just those rows, so a lesson holds
+    MNIST's 47 MB of uint8 and makes float32 copies only of the blocks it uses;
+    ``np.asarray(images)`` converts all of them.
+
+    Attributes:
+        levels: ``(num_images, pixels)`` uint8, read-only.
+        max_level: the grey level that means intensity 1 (255 for MNIST, 16 for the digits).
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, levels, max_level):
+        levels = np.asarray(levels)
+        if levels.dtype != np.uint8 or levels.ndim != 2:
+            raise ValueError(f"Images needs (num_images, pixels) uint8 levels, got {levels.dtype} {levels.shape}.")
+        levels.setflags(write=False)
+        self.levels, self.max_level = levels, int(max_level)
+
+    @property
+    def shape(self):
+        return self.levels.shape
+
+    @property
+    def size(self):
+        return self.levels.size
+
+    def __len__(self):
+        return len(self.levels)
+
+    def __getitem__(self, index):
+        return np.divide(self.levels[index], np.float32(self.max_level), dtype=np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        x = self[:]
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"Images({len(self)} images of {self.shape[1]} pixels, uint8 levels 0..{self.max_level})"
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """Images as float32 rows in [0, 1] with integer labels.
+    """Images with integer labels and the published train/test split.
 
     Attributes:
         name: ``"digits"``, ``"mnist"`` or ``"fashion_mnist"``.
-        x_train: ``(n_train, pixels)`` float32 in [0, 1].
+        x_train: ``(n_train, pixels)`` :class:`Images`; ``x_train[i:j]`` is float32 in [0, 1].
         y_train: ``(n_train,)`` int32 labels.
-        x_test: ``(n_test, pixels)`` float32 in [0, 1].
+        x_test: ``(n_test, pixels)`` :class:`Images`.
         y_test: ``(n_test,)`` int32 labels.
         image_shape: ``(height, width)``.
     """
 
     name: str
-    x_train: np.ndarray
+    x_train: Images
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Images
     y_test: np.ndarray
     image_shape: tuple
 
@@ -91,11 +147,14 @@ class Dataset:
 
 
 def cache_dir():
-    """The per-user cache folder (``$VAE_LITE_CACHE`` or ``~/.cache/vae-lite``)."""
-    root = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vae-lite"
-    )
-    return Path(root)
+    """The per-user cache folder (``$VAE_LITE_CACHE`` or ``~/.cache/vae-lite``; ``~`` expanded)."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "vae-lite")
+    return Path(os.path.expanduser(root))
+
+
+def bundled_dir():
+    """The folder inside the installed package that holds the bundled MNIST files."""
+    return Path(str(importlib.resources.files("vae_lite") / "_data"))
 
 
 def md5(path):
@@ -121,11 +180,12 @@ def atomic_write_bytes(path, data):
         tmp.unlink(missing_ok=True)
 
 
-def _offline_message(name, searched):
+def _offline_message(name, searched, failures=()):
+    tried = "".join(f"\n  {url}: {reason}" for url, reason in failures)
     return (
         f"Could not find or download the {name} files.\n"
         f"Searched: {', '.join(str(s) for s in searched) or '(no folders)'}; "
-        "the download from the mirrors failed (offline?).\n"
+        f"the download from the mirrors failed (offline?).{tried}\n"
         "To fix it, do one of:\n"
         f"  * put the four IDX files ({', '.join(IDX_SOURCES[name][0])}) in a folder and "
         f"pass it as data_dir=... or set {DATA_ENV}=/that/folder;\n"
@@ -135,36 +195,61 @@ def _offline_message(name, searched):
     )
 
 
+def _checksum_fix(path):
+    if Path(path).is_relative_to(bundled_dir()):
+        return (
+            "This copy ships with vae-lite, so the installation is damaged: reinstall vae-lite "
+            f"(pip install --force-reinstall vae-lite), or set {DATA_ENV} to a folder with intact files."
+        )
+    return "Delete it and download it again, or point to a correct copy (data_dir=... or " f"{DATA_ENV})."
+
+
 def _find_in(folder, name, filename, expected_md5):
     for path in (Path(folder) / name / filename, Path(folder) / filename):
         if path.is_file():
-            if md5(path) != expected_md5:
+            actual = md5(path)
+            if actual != expected_md5:
                 raise ChecksumError(
-                    f"{path} does not match the published {name} checksum (MD5 {expected_md5}). "
-                    "The file is corrupt, truncated or from another data set: delete it "
-                    "and download it again (or point to a correct copy)."
+                    f"{path} does not match the published {name} checksum: expected MD5 {expected_md5}, "
+                    f"got {actual}. The file is corrupt, truncated or from another data set. "
+                    + _checksum_fix(path)
                 )
             return path
     return None
 
 
 def _download(name, filename, expected_md5, target):
+    """Download ``filename`` from the first mirror that serves the right bytes.
+
+    Returns ``(path or None, failures)`` with one ``(url, reason)`` per mirror that failed.
+    """
+    failures = []
     for mirror in IDX_SOURCES[name][1]:
+        url = mirror + filename
         try:
-            with urllib.request.urlopen(mirror + filename, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
                 payload = response.read()
-        except OSError:
+        except OSError as err:  # refused, unreachable, timed out, HTTP error: try the next mirror
+            failures.append((url, getattr(err, "reason", None) or err))
             continue
-        if hashlib.md5(payload).hexdigest() == expected_md5:
+        actual = hashlib.md5(payload).hexdigest()
+        if actual == expected_md5:
             atomic_write_bytes(target, payload)
-            return target
-    return None
+            return target, failures
+        failures.append((url, f"checksum mismatch (MD5 {actual}, expected {expected_md5}); not saved"))
+    return None, failures
+
+
+def search_folders(name, data_dir=None):
+    """The folders searched for ``name``'s IDX files, in order (see the module docstring)."""
+    bundled = [bundled_dir()] if name in BUNDLED else []
+    return [Path(f) for f in (data_dir, os.environ.get(DATA_ENV), *bundled, cache_dir() / "data") if f]
 
 
 def locate_idx_files(name, data_dir=None, *, download=True):
     """Paths of the four verified IDX files of ``name``, searching in the documented order."""
     checksums = IDX_SOURCES[name][0]
-    folders = [f for f in (data_dir, os.environ.get(DATA_ENV), cache_dir() / "data") if f]
+    folders = search_folders(name, data_dir)
     paths = {}
     for filename, expected in checksums.items():
         for folder in folders:
@@ -174,9 +259,9 @@ def locate_idx_files(name, data_dir=None, *, download=True):
                 break
         else:
             target = cache_dir() / "data" / name / filename
-            found = _download(name, filename, expected, target) if download else None
+            found, failures = _download(name, filename, expected, target) if download else (None, ())
             if found is None:
-                raise DataUnavailableError(_offline_message(name, folders))
+                raise DataUnavailableError(_offline_message(name, folders, failures))
             paths[filename] = found
     return paths
 
@@ -187,12 +272,12 @@ def read_idx(path):
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as err:
-        raise ChecksumError(f"{path} is not a readable gzip file ({err}); delete it and download it again.") from err
+        raise ChecksumError(f"{path} is not a readable gzip file ({err}). {_checksum_fix(path)}") from err
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if raw[2] != 0x08 or data.size != int(np.prod(shape)):
-        raise ChecksumError(f"{path} is not a valid unsigned-byte IDX file of shape {shape}.")
+        raise ChecksumError(f"{path} is not a valid unsigned-byte IDX file of shape {shape}. {_checksum_fix(path)}")
     return data.reshape(shape)
 
 
@@ -203,10 +288,12 @@ def _read_verified(files):
 
     def images(f):
         x = read_idx(paths[f])
-        return _readonly(x.reshape(len(x), -1) / np.float32(255.0))  # uint8 / float32 -> float32
+        return Images(x.reshape(len(x), -1), 255)
 
     def labels(f):
-        return _readonly(read_idx(paths[f]).astype(np.int32))
+        y = read_idx(paths[f]).astype(np.int32)
+        y.setflags(write=False)
+        return y
 
     return (
         images("train-images-idx3-ubyte.gz"),
@@ -216,11 +303,6 @@ def _read_verified(files):
     )
 
 
-def _readonly(a):
-    a.setflags(write=False)
-    return a
-
-
 def _load_idx(name, data_dir, download):
     paths = locate_idx_files(name, data_dir, download=download)
     key = tuple(sorted((f, str(p), p.stat().st_mtime_ns) for f, p in paths.items()))
@@ -228,23 +310,44 @@ def _load_idx(name, data_dir, download):
 
 
 def load_digits(num_test=297):
-    """scikit-learn's bundled 8x8 digits (1,797 images), scaled to [0, 1].
+    """scikit-learn's bundled 8x8 digits (1,797 images, grey levels 0..16), scaled to [0, 1].
 
     They have no published split: the last ``num_test`` images are the test set.
     """
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
-    x = (bunch.data / 16.0).astype(np.float32)
+    levels = bunch.data.astype(np.uint8)
     y = bunch.target.astype(np.int32)
-    return Dataset("digits", x[:-num_test], y[:-num_test], x[-num_test:], y[-num_test:], (8, 8))
+    return Dataset(
+        "digits",
+        Images(levels[:-num_test], 16),
+        y[:-num_test],
+        Images(levels[-num_test:], 16),
+        y[-num_test:],
+        (8, 8),
+    )
+
+
+def dataset_override():
+    """The data set named by ``VAE_LITE_DATASET``, or None when it is unset or empty."""
+    value = os.environ.get(DATASET_ENV, "").strip()
+    if not value:
+        return None
+    if value not in LESSON_DATASETS:
+        raise ValueError(
+            f"{DATASET_ENV}={value!r} is not a data set the lessons run on; valid values are "
+            f"{', '.join(LESSON_DATASETS)} (or leave it unset for MNIST)."
+        )
+    return value
 
 
 def load(name="mnist", data_dir=None, *, download=True, fallback=False):
     """Load a data set by name.
 
     Args:
-        name: one of ``"digits"``, ``"mnist"``, ``"fashion_mnist"``.
+        name: one of ``"digits"``, ``"mnist"``, ``"fashion_mnist"``. With the environment
+            variable ``VAE_LITE_DATASET=digits`` set, ``"mnist"`` gives the 8x8 digits.
         data_dir: optional folder holding the IDX files (searched first).
         download: try the mirrors when the files are not on disk.
         fallback: when the files are unavailable, print a visible notice and
@@ -255,6 +358,14 @@ def load(name="mnist", data_dir=None, *, download=True, fallback=False):
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; valid names are {', '.join(DATASETS)}.")
+    override = dataset_override()
+    if override == "digits" and name == "mnist":
+        print(
+            f"NOTICE: {DATASET_ENV}=digits, so this lesson uses the bundled 8x8 digits instead of "
+            "MNIST. The numbers below will differ from the text, which quotes MNIST's.",
+            file=sys.stdout,
+        )
+        name = "digits"
     if name == "digits":
         return load_digits()
     try:
@@ -270,6 +381,15 @@ def load(name="mnist", data_dir=None, *, download=True, fallback=False):
         return load_digits()
 
 
+def _check_intensities(x):
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(
+            f"binarize needs intensities in [0, 1] as floats, got {dtype} values; "
+            "pass dataset.x_train[...] (already scaled) or divide by the maximum level (e.g. x / 255)."
+        )
+
+
 def binarize(key, x):
     """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity.
 
@@ -280,9 +400,44 @@ def binarize(key, x):
     Returns:
         float32 array of 0s and 1s, shaped like ``x``. Introduced in lesson 1.
     """
+    _check_intensities(x)
     return jax.random.bernoulli(key, x).astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=("block", "max_level"))
+def _binarize_blocks(key, x, block, max_level):
+    """Binarise ``x`` (grey levels up to ``max_level``) block by block into one output buffer."""
+    num_images = x.shape[0]
+
+    def body(i, out):
+        start = jnp.minimum(i * block, num_images - block)  # the last block may overlap the one before
+        xb = jax.lax.dynamic_slice_in_dim(x, start, block).astype(jnp.float32) / max_level
+        bits = jax.random.bernoulli(jax.random.fold_in(key, i), xb).astype(jnp.float32)
+        return jax.lax.dynamic_update_slice_in_dim(out, bits, start, 0)
+
+    return jax.lax.fori_loop(0, -(-num_images // block), body, jnp.zeros(x.shape, jnp.float32))
+
+
 def binarize_fixed(x, seed=0):
-    """Binarise once with a fixed seed, for evaluation that is comparable across runs."""
-    return binarize(jax.random.key(seed), jnp.asarray(x))
+    """Binarise once with a fixed seed, for evaluation that is comparable across runs.
+
+    Works through ``x`` in blocks of ``BINARIZE_BLOCK`` rows inside one compiled loop, so
+    binarising all of MNIST needs memory for the result and one block, not for several
+    float32 copies of the whole set. :class:`Images` are binarised from their uint8 levels.
+
+    Args:
+        x: ``(num_images, pixels)`` intensities in [0, 1] (an array or :class:`Images`).
+        seed: the binarisation's seed.
+
+    Returns:
+        ``(num_images, pixels)`` float32 jax array of 0s and 1s. Introduced in lesson 1.
+    """
+    if isinstance(x, Images):
+        levels, max_level = x.levels, x.max_level
+    else:
+        _check_intensities(x)
+        levels, max_level = jnp.asarray(x, jnp.float32), 1
+    if levels.ndim != 2 or levels.shape[0] == 0:
+        raise ValueError(f"binarize_fixed needs (num_images, pixels) with num_images >= 1, got shape {levels.shape}.")
+    block = min(BINARIZE_BLOCK, levels.shape[0])
+    return _binarize_blocks(jax.random.key(seed), levels, block=block, max_level=max_level)

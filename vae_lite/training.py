@@ -12,7 +12,9 @@ import gc
 import hashlib
 import io
 import json
+import os
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 
@@ -23,7 +25,7 @@ import optax
 from flax import nnx
 
 from vae_lite import __version__
-from vae_lite.data import atomic_write_bytes, cache_dir, load
+from vae_lite.data import CACHE_ENV, Images, atomic_write_bytes, cache_dir, load
 from vae_lite.distributions import kl_normal_std, log_bernoulli, reparameterize
 from vae_lite.networks import VAE, Autoencoder
 
@@ -33,7 +35,11 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class CheckpointMismatchError(ValueError):
-    """A saved checkpoint does not fit the model it is loaded into."""
+    """A saved checkpoint does not fit the model it is loaded into, or cannot be read."""
+
+
+class ModelCacheWarning(UserWarning):
+    """The model cache could not be read or written; training still returns its model."""
 
 
 def vae_terms(model, key, x):
@@ -100,11 +106,13 @@ def build_model(config, num_pixels):
     return model_cls(num_pixels, config.hidden, config.latent_dim, rngs=nnx.Rngs(config.seed))
 
 
-def make_epoch(graphdef, terms_fn, optimizer, batch_size, beta):
+def make_epoch(graphdef, terms_fn, optimizer, batch_size, beta, max_level=1):
     """Compile one epoch: shuffle, binarise each minibatch afresh, scan the Adam steps.
 
     Returns ``epoch(params, opt_state, x, key) -> (params, opt_state, recon, kl)`` where
-    ``recon`` and ``kl`` are the epoch's mean per-image terms.
+    ``recon`` and ``kl`` are the epoch's mean per-image terms. ``x`` holds grey levels
+    (uint8, with intensity = level / ``max_level``) or intensities in [0, 1]
+    (``max_level=1``); only the current minibatch is ever converted to float32.
     """
 
     def loss_fn(params, key, xb):
@@ -115,7 +123,8 @@ def make_epoch(graphdef, terms_fn, optimizer, batch_size, beta):
         params, opt_state, x = carry
         idx, key = inputs
         key_bin, key_z = jax.random.split(key)
-        xb = jax.random.bernoulli(key_bin, x[idx]).astype(x.dtype)  # dynamic binarisation
+        intensities = x[idx].astype(jnp.float32) / max_level  # (batch_size, pixels)
+        xb = jax.random.bernoulli(key_bin, intensities).astype(jnp.float32)  # dynamic binarisation
         grads, terms = jax.grad(loss_fn, has_aux=True)(params, key_z, xb)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, x), terms
@@ -145,30 +154,49 @@ def release_memory():
 
 
 def enable_compilation_cache():
-    """Turn on JAX's persistent compilation cache in the vae-lite cache folder (once)."""
+    """Turn on JAX's persistent compilation cache in the vae-lite cache folder (once).
+
+    Where that folder cannot be written (a read-only shared cache), it stays off: JAX
+    would otherwise warn at every compilation.
+    """
     if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+        folder = cache_dir() / "jax"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return
+        if not os.access(folder, os.W_OK):
+            return
+        jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
-def _check_images(x):
+def _training_levels(x):
+    """``(levels, max_level)`` for the epoch: uint8 levels of :class:`Images`, else checked floats."""
+    if isinstance(x, Images):
+        return x.levels, x.max_level
+    x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"Training images must be (num_images, pixels), got shape {x.shape}.")
     if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
         raise ValueError("Training images must be finite and in [0, 1]; scale them with x / 255.")
+    return x, 1
 
 
 def fit(model, config, x, *, progress=True):
-    """Train ``model`` in place on images ``x`` ``(num_images, pixels)`` and return the history."""
-    x = np.asarray(x, dtype=np.float32)
-    _check_images(x)
+    """Train ``model`` in place on images ``x`` and return the history.
+
+    ``x``: ``(num_images, pixels)`` intensities in [0, 1], or a data set's :class:`Images`
+    (trained from their uint8 levels, a quarter of the memory).
+    """
+    x, max_level = _training_levels(x)
     if x.shape[0] < config.batch_size:
         raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
     enable_compilation_cache()
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer = optax.adam(config.learning_rate)
     opt_state = optimizer.init(params)
-    epoch = make_epoch(graphdef, MODELS[config.model][1], optimizer, config.batch_size, config.beta)
+    epoch = make_epoch(graphdef, MODELS[config.model][1], optimizer, config.batch_size, config.beta, max_level)
     x = jnp.asarray(x)
     key = jax.random.key(config.seed + 1)
     history = {"elbo": [], "recon": [], "kl": [], "seconds": []}
@@ -210,7 +238,9 @@ def save_model(path, model, metadata=None):
 def load_model(path, model):
     """Load parameters saved by :func:`save_model` into ``model``; returns the metadata.
 
-    Raises ``CheckpointMismatchError`` when names or shapes differ from the model's.
+    Raises ``CheckpointMismatchError`` when the file cannot be read, when its metadata is
+    not a JSON object, or when its parameters' names, shapes or dtypes differ from the
+    model's or are not finite.
     """
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
@@ -218,19 +248,34 @@ def load_model(path, model):
             metadata = json.loads(str(f["metadata"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointMismatchError(f"{path} is not a readable vae-lite checkpoint ({err}).") from err
+    if not isinstance(metadata, dict):
+        raise CheckpointMismatchError(f"{path} has malformed metadata: a JSON object was expected.")
     expected = _flat_params(model)
-    shapes = lambda d: {k: tuple(v.shape) for k, v in d.items()}  # noqa: E731
-    if shapes(saved) != shapes(expected):
-        diff = sorted(set(shapes(saved).items()) ^ set(shapes(expected).items()))[:4]
+    signature = lambda d: {k: (tuple(v.shape), str(v.dtype)) for k, v in d.items()}  # noqa: E731
+    if signature(saved) != signature(expected):
+        diff = sorted(set(signature(saved).items()) ^ set(signature(expected).items()))[:4]
         raise CheckpointMismatchError(
-            f"{path} does not match the model: parameter names/shapes differ, e.g. {diff}. "
+            f"{path} does not match the model: parameter names/shapes/dtypes differ, e.g. {diff}. "
             "It was saved from a different architecture; retrain or build the matching model."
         )
+    bad = [k for k, v in saved.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise CheckpointMismatchError(f"{path} holds NaN or infinite parameters ({', '.join(bad[:3])}).")
     graphdef, params = nnx.split(model, nnx.Param)
     paths = jax.tree_util.tree_flatten_with_path(params)[0]
     leaves = [jnp.asarray(saved[jax.tree_util.keystr(p)]) for p, _ in paths]
     nnx.update(model, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), leaves))
     return metadata
+
+
+def _cached_history(path, metadata):
+    """The per-epoch history stored with a cache entry; ``CheckpointMismatchError`` if malformed."""
+    history = metadata.get("history")
+    if not isinstance(history, dict) or not all(
+        isinstance(v, list) and all(isinstance(e, int | float) for e in v) for v in history.values()
+    ):
+        raise CheckpointMismatchError(f"{path}: its metadata has no valid training history")
+    return history
 
 
 def cache_path(config, data):
@@ -263,14 +308,25 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
     enable_compilation_cache()  # before build_model: the parameter initialisers compile too
     model = build_model(config, data.num_pixels)
     path = cache_path(config, data)
-    if path.exists() and not retrain:
+    if path.is_file() and not retrain:
         try:
-            metadata = load_model(path, model)
-            return TrainResult(model, config, metadata.get("history", {}), from_cache=True)
-        except CheckpointMismatchError:
-            model = build_model(config, data.num_pixels)  # unreadable entry: train afresh
+            history = _cached_history(path, load_model(path, model))
+            return TrainResult(model, config, history, from_cache=True)
+        except CheckpointMismatchError as err:
+            warnings.warn(f"Ignoring an unreadable model cache entry, training again: {err}", ModelCacheWarning,
+                          stacklevel=2)
+            model = build_model(config, data.num_pixels)
     history = fit(model, config, data.x_train, progress=progress)
-    save_model(path, model, {"config": dataclasses.asdict(config), "history": history, "version": __version__})
+    try:
+        save_model(path, model, {"config": dataclasses.asdict(config), "history": history, "version": __version__})
+    except OSError as err:  # read-only shared folder, full disk, a file where the folder should be
+        warnings.warn(
+            f"Could not write the model cache in {path.parent} ({err.strerror or err}); the trained model is "
+            f"returned but not cached, so the next run trains it again. Set {CACHE_ENV} to a writable "
+            "folder to keep trained models.",
+            ModelCacheWarning,
+            stacklevel=2,
+        )
     release_memory()  # the compiled epoch is not needed again; its traces would stay in memory
     return TrainResult(model, config, history, from_cache=False)
 
@@ -281,10 +337,9 @@ def evaluate(model, key, x):
     For a plain autoencoder, ``kl`` is 0 and ``elbo`` is just the reconstruction term.
     """
     terms_fn = _JITTED_TERMS[isinstance(model, VAE)]
-    x = jnp.asarray(x)
     blocks = [  # blocks of images keep the (images, pixels) intermediates small
-        terms_fn(model, jax.random.fold_in(key, i), x[start : start + EVAL_BLOCK])
-        for i, start in enumerate(range(0, x.shape[0], EVAL_BLOCK))
+        terms_fn(model, jax.random.fold_in(key, i), jnp.asarray(x[start : start + EVAL_BLOCK]))
+        for i, start in enumerate(range(0, len(x), EVAL_BLOCK))
     ]
     recon, kl = (jnp.concatenate(parts) for parts in zip(*blocks, strict=True))
     return {"elbo": float(jnp.mean(recon - kl)), "recon": float(jnp.mean(recon)), "kl": float(jnp.mean(kl))}
