@@ -7,9 +7,10 @@ RSS of the kernel plus any child processes. The notebooks are not modified.
 
 By default the model cache is the user's usual one (warm: trained models load from disk).
 ``--cold`` gives each notebook its own empty ``VAE_LITE_CACHE`` folder, so every model it
-needs is trained (and every JAX program compiled) afresh.
+needs is trained (and every JAX program compiled) afresh. ``--digits`` runs the lessons in
+quick mode (``VAE_LITE_DATASET=digits``: the bundled 8x8 digits instead of MNIST).
 
-Run: ``python benchmarks/run_notebooks.py [--cold] [notebooks/03_x.ipynb ...]``.
+Run: ``python benchmarks/run_notebooks.py [--cold] [--digits] [notebooks/03_x.ipynb ...]``.
 """
 
 import argparse
@@ -28,8 +29,9 @@ from _report import print_table, save_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-TARGET_PEAK_GIB = 1.5
-TARGET_WALL_S = {"warm": 60.0, "cold": 120.0}
+TARGET_PEAK_GIB = 1.0  # a classroom JupyterHub or mybinder.org gives each student 1 GiB
+TARGET_WALL_S = {"warm": 60.0, "cold": 90.0}  # per lesson
+TARGET_TOTAL_S = {"warm": 120.0, "cold": 300.0}  # all seven lessons
 GIB = 1024**3
 
 
@@ -179,7 +181,7 @@ def table_rows(results, cold):
     rows = []
     for r in results:
         ok_time = r["seconds"] <= TARGET_WALL_S[mode]
-        ok_mem = r["peak_bytes"] < TARGET_PEAK_GIB * GIB
+        ok_mem = r["peak_bytes"] <= TARGET_PEAK_GIB * GIB
         status = "ERROR" if r["error"] else ("ok" if ok_time and ok_mem else "MISSED")
         rows.append(
             {
@@ -191,7 +193,7 @@ def table_rows(results, cold):
                 if r["kernel_hwm_bytes"]
                 else "n/a",
                 "peak incl. children (polled)": f"{r['polled_peak_bytes'] / GIB:.2f} GiB",
-                "memory target": f"< {TARGET_PEAK_GIB} GiB",
+                "memory target": f"<= {TARGET_PEAK_GIB} GiB",
                 "status": status,
                 "slowest cell": _cell_note(r["slowest_cell"], "seconds", lambda v: f"{v:.1f} s"),
                 "cell raising the peak most": _cell_note(
@@ -228,23 +230,31 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
     parser.add_argument("--cold", action="store_true", help="each notebook gets an empty VAE_LITE_CACHE")
+    parser.add_argument("--digits", action="store_true", help="quick mode: VAE_LITE_DATASET=digits")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument(
         "--quick", action="store_true", help="accepted for run_all; runs the notebooks as usual"
     )
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
-    title = f"Notebooks ({'cold: empty model cache' if args.cold else 'warm model cache'}), fresh kernel each"
+    mode = "cold: empty model cache" if args.cold else "warm model cache"
+    title = f"Notebooks ({mode}{', digits' if args.digits else ', MNIST'}), fresh kernel each"
     if not paths:
         print(f"\n### {title}\n\nNo notebooks found in {NOTEBOOKS.name}/; nothing to run.")
         return []
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if args.digits:
+        os.environ["VAE_LITE_DATASET"] = "digits"  # inherited by the kernels
     results = run_all(paths, cold=args.cold, timeout=args.timeout)
     rows = table_rows(results, args.cold)
-    save_json(
-        "notebooks-cold" if args.cold else "notebooks", {"cold": args.cold, "results": results, "rows": rows}
-    )
+    name = ("notebooks-cold" if args.cold else "notebooks") + ("-digits" if args.digits else "")
+    save_json(name, {"cold": args.cold, "digits": args.digits, "results": results, "rows": rows})
     print_table(title, rows, columns=COLUMNS)
+    total = sum(r["seconds"] for r in results)
+    mode = "cold" if args.cold else "warm"
+    peak = max(r["peak_bytes"] for r in results) / GIB
+    print(f"\nAll {len(results)} notebooks: {total:.0f} s in total (target <= {TARGET_TOTAL_S[mode]:.0f} s for "
+          f"the seven on MNIST), largest kernel peak {peak:.2f} GiB (target <= {TARGET_PEAK_GIB} GiB).")
     return rows
 
 
