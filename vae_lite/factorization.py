@@ -73,6 +73,11 @@ def image_log_likelihood(x, probs):
     """
     check_floating("x", x)
     _check_pixels(x, probs)
+    return _bernoulli_pixels_log_lik(x, probs)
+
+
+@jax.jit  # one fused loop: no (images, pixels) intermediates, whatever the size of x
+def _bernoulli_pixels_log_lik(x, probs):
     # xlogy keeps 0 * log 0 = 0, so a probability of exactly 0 or 1 is fine where it is not contradicted
     return jnp.sum(jax.scipy.special.xlogy(x, probs) + jax.scipy.special.xlog1py(1 - x, -probs), axis=-1)
 
