@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml requirements-lock.txt
 
 setup: $(STAMP)
 
+# Containers (Binder-like images, CI) often run as root, which JupyterLab refuses without --allow-root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lessons: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG)
 
 test: setup
 	$(BIN)/ruff check .
