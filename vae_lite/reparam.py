@@ -11,6 +11,7 @@ them (the estimate) and take their variance (its noise):
 With the same key both use the same draws of z, so they can be compared sample by sample.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -42,6 +43,11 @@ def score_function_grad(key, f, mu, log_var, num_samples):
     """
     check_gaussian_q(mu, log_var, num_samples)
     _check_scalar_f(f, mu)
+    return _score_function_grad(key, f, mu, log_var, num_samples)
+
+
+@functools.partial(jax.jit, static_argnames=("f", "num_samples"))  # compiled: no (S, d) temporaries per op
+def _score_function_grad(key, f, mu, log_var, num_samples):
     z = jax.lax.stop_gradient(reparameterize(key, mu, log_var, num_samples))  # a sample, not a function of mu
     score = jax.vmap(jax.grad(log_normal_diag, argnums=(1, 2)), in_axes=(0, None, None))(z, mu, log_var)
     values = jax.vmap(f)(z)[:, None]  # (S, 1)
@@ -60,6 +66,11 @@ def reparam_grad(key, f, mu, log_var, num_samples):
     """
     check_gaussian_q(mu, log_var, num_samples)
     _check_scalar_f(f, mu)
+    return _reparam_grad(key, f, mu, log_var, num_samples)
+
+
+@functools.partial(jax.jit, static_argnames=("f", "num_samples"))
+def _reparam_grad(key, f, mu, log_var, num_samples):
     # the same eps as reparameterize(key, mu, log_var, num_samples), so z_s matches score_function_grad
     eps = jax.random.normal(key, (num_samples, *jnp.shape(mu)), dtype=jnp.result_type(mu))
 

@@ -7,6 +7,7 @@ pickle), written atomically, so a lesson that needs a trained model gets it in
 well under a second the second time.
 """
 
+import ctypes
 import dataclasses
 import gc
 import hashlib
@@ -147,10 +148,22 @@ def release_memory():
     JAX keeps every function it has traced (about 1 MB each, for every new shape or
     closure) for the life of the process. A lesson that computes many different things
     calls this between sections to stay within a classroom server's memory (lessons 3-5);
-    later calls recompile what they need (or load it from the persistent cache).
+    later calls recompile what they need (or load it from the persistent cache). On
+    Linux it also hands the freed memory back to the system (``malloc_trim``): XLA's
+    many threads leave freed blocks in the C allocator's arenas, where they would still
+    count against a classroom server's limit.
     """
     jax.clear_caches()
     gc.collect()
+    _trim_c_heap()
+
+
+def _trim_c_heap():
+    """Return free memory of the C allocator to the system (glibc only; elsewhere a no-op)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # the C library already loaded into this process
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def enable_compilation_cache():
