@@ -91,9 +91,7 @@ def main(argv=None):
     compiled = {}
     for _ in range(args.repeats):
         for name, options in OPTIONS.items():
-            epoch = training.make_epoch(
-                graphdef, training.vae_terms, optimizer, config.batch_size, config.beta
-            )
+            epoch = training.make_epoch(graphdef, training.vae_terms, optimizer, config.batch_size)
             traced, t_trace, _ = timed(epoch.trace, params, opt_state, x, key)
             lowered, t_lower, _ = timed(traced.lower)
             compiled[name], t_comp, c_comp = timed(lowered.compile, compiler_options=options or None)

@@ -137,7 +137,7 @@ def make_jax_epoch(model):
     """A compiled epoch of ``vae_lite.training`` for ``model``, with its own parameters and Adam state."""
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer = optax.adam(LR)
-    epoch = training.make_epoch(graphdef, training.vae_terms, optimizer, BATCH, 1.0)
+    epoch = training.make_epoch(graphdef, training.vae_terms, optimizer, BATCH)
     state = {"params": params, "opt_state": optimizer.init(params)}
 
     def run(x, key):

@@ -9,6 +9,7 @@ well under a second the second time.
 
 import ctypes
 import dataclasses
+import functools
 import gc
 import hashlib
 import io
@@ -107,39 +108,50 @@ def build_model(config, num_pixels):
     return model_cls(num_pixels, config.hidden, config.latent_dim, rngs=nnx.Rngs(config.seed))
 
 
-def make_epoch(graphdef, terms_fn, optimizer, batch_size, beta, max_level=1):
+def make_epoch(graphdef, terms_fn, optimizer, batch_size, max_level=1):
     """Compile one epoch: shuffle, binarise each minibatch afresh, scan the Adam steps.
 
-    Returns ``epoch(params, opt_state, x, key) -> (params, opt_state, recon, kl)`` where
-    ``recon`` and ``kl`` are the epoch's mean per-image terms. ``x`` holds grey levels
+    Returns ``epoch(params, opt_state, x, key, beta=1.0) -> (params, opt_state, recon, kl)``
+    where ``recon`` and ``kl`` are the epoch's mean per-image terms and ``beta`` weights
+    the KL (an argument, so one compiled epoch serves a whole beta sweep). ``x`` holds grey levels
     (uint8, with intensity = level / ``max_level``) or intensities in [0, 1]
     (``max_level=1``); only the current minibatch is ever converted to float32.
     """
 
-    def loss_fn(params, key, xb):
+    def loss_fn(params, key, xb, beta):
         recon, kl = terms_fn(nnx.merge(graphdef, params), key, xb)
         return -jnp.mean(recon - beta * kl), (jnp.mean(recon), jnp.mean(kl))
 
     def step(carry, inputs):
-        params, opt_state, x = carry
+        params, opt_state, x, beta = carry
         idx, key = inputs
         key_bin, key_z = jax.random.split(key)
         intensities = x[idx].astype(jnp.float32) / max_level  # (batch_size, pixels)
         xb = jax.random.bernoulli(key_bin, intensities).astype(jnp.float32)  # dynamic binarisation
-        grads, terms = jax.grad(loss_fn, has_aux=True)(params, key_z, xb)
+        grads, terms = jax.grad(loss_fn, has_aux=True)(params, key_z, xb, beta)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, x), terms
+        return (optax.apply_updates(params, updates), opt_state, x, beta), terms
 
     @jax.jit
-    def epoch(params, opt_state, x, key):
+    def epoch(params, opt_state, x, key, beta=1.0):
         num_batches = x.shape[0] // batch_size
         key_perm, key_steps = jax.random.split(key)
         order = jax.random.permutation(key_perm, x.shape[0])[: num_batches * batch_size]
         inputs = (order.reshape(num_batches, batch_size), jax.random.split(key_steps, num_batches))
-        (params, opt_state, _), (recon, kl) = jax.lax.scan(step, (params, opt_state, x), inputs)
+        carry = (params, opt_state, x, jnp.asarray(beta, jnp.float32))
+        (params, opt_state, _, _), (recon, kl) = jax.lax.scan(step, carry, inputs)
         return params, opt_state, jnp.mean(recon), jnp.mean(kl)
 
     return epoch
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_for(graphdef, model, batch_size, learning_rate, max_level):
+    """``(optimizer, epoch)`` for one architecture and optimiser, made once per process, so a
+    second training of the same shapes (another seed, beta or number of epochs) reuses the
+    compiled epoch."""
+    optimizer = optax.adam(learning_rate)
+    return optimizer, make_epoch(graphdef, MODELS[model][1], optimizer, batch_size, max_level)
 
 
 def release_memory():
@@ -207,9 +219,8 @@ def fit(model, config, x, *, progress=True):
         raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
     enable_compilation_cache()
     graphdef, params = nnx.split(model, nnx.Param)
-    optimizer = optax.adam(config.learning_rate)
+    optimizer, epoch = _epoch_for(graphdef, config.model, config.batch_size, config.learning_rate, max_level)
     opt_state = optimizer.init(params)
-    epoch = make_epoch(graphdef, MODELS[config.model][1], optimizer, config.batch_size, config.beta, max_level)
     x = jnp.asarray(x)
     key = jax.random.key(config.seed + 1)
     history = {"elbo": [], "recon": [], "kl": [], "seconds": []}
@@ -219,7 +230,7 @@ def fit(model, config, x, *, progress=True):
     for e in bar:
         start = time.perf_counter()
         key, epoch_key = jax.random.split(key)
-        params, opt_state, recon, kl = epoch(params, opt_state, x, epoch_key)
+        params, opt_state, recon, kl = epoch(params, opt_state, x, epoch_key, config.beta)
         recon, kl = float(recon), float(kl)
         if not (np.isfinite(recon) and np.isfinite(kl)):
             raise TrainingDivergedError(
@@ -340,7 +351,6 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
             ModelCacheWarning,
             stacklevel=2,
         )
-    release_memory()  # the compiled epoch is not needed again; its traces would stay in memory
     return TrainResult(model, config, history, from_cache=False)
 
 
