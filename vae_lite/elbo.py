@@ -13,8 +13,11 @@ Two equivalent forms of the same bound (both derived in lesson 4):
     \qquad \log p(x) = \mathcal{L}(q) + \mathrm{KL}(q \,\|\, p(z \mid x)).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from vae_lite.distributions import (
     LOG_2PI,
@@ -31,6 +34,13 @@ from vae_lite.posterior import decoder_log_joint
 def _log_weights(key, log_joint, mu, log_var, num_samples):
     """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
     check_gaussian_q(mu, log_var, num_samples)
+    return _log_weights_compiled(key, log_joint, mu, log_var, num_samples)
+
+
+# Compiled as one program: a decoder's (num_samples, pixels) intermediates are fused, not
+# kept one per operation. One compilation per log_joint function (and sample count).
+@functools.partial(jax.jit, static_argnames=("log_joint", "num_samples"))
+def _log_weights_compiled(key, log_joint, mu, log_var, num_samples):
     z = reparameterize(key, mu, log_var, num_samples)  # (num_samples, latent_dim)
     return jax.vmap(log_joint)(z) - log_normal_diag(z, mu, log_var)
 
@@ -192,6 +202,11 @@ def _vae_log_weights(key, model, x, num_samples):
     """``(batch, num_samples)`` log-weights log p(x, z) - log q(z|x) for a VAE's encoder and decoder."""
     if jnp.ndim(x) != 2:
         raise ValueError(f"x must be a batch of flat images (batch, pixels), got shape {jnp.shape(x)}.")
+    return _vae_log_weights_compiled(key, model, jnp.asarray(x), num_samples)
+
+
+@functools.partial(nnx.jit, static_argnames="num_samples")  # one program per model and batch shape
+def _vae_log_weights_compiled(key, model, x, num_samples):
     mu, log_var = model.encoder(x)  # (batch, latent_dim) each
 
     def one_image(key, x, mu, log_var):
