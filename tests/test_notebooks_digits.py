@@ -1,8 +1,10 @@
 """Every lesson runs to the end on the bundled 8x8 digits (``VAE_LITE_DATASET=digits``).
 
 This is the series' quick mode, and the path a machine without MNIST falls back to. Each
-lesson executes in a fresh kernel with the digits, JAX on the CPU and an empty model cache,
-so every model it needs is trained on the spot. Execution only: the outputs are not compared
+lesson executes in a fresh kernel with the digits and JAX on the CPU, in order, sharing one
+model cache that starts empty (as a student running the series in quick mode would): a
+lesson trains the models no earlier lesson trained, and compiled programs are reused from
+the cache's persistent compilation cache. Execution only: the outputs are not compared
 (nbval checks the committed MNIST outputs); a cell that raises, a failing assert among them,
 fails the test and names the cell. Select with ``-m slow``.
 """
@@ -36,15 +38,21 @@ def test_all_seven_lessons_are_collected():
     assert [name[:2] for name in LESSONS] == ["01", "02", "03", "04", "05", "06", "07"], LESSONS
 
 
+@pytest.fixture(scope="module")
+def quick_mode_cache(tmp_path_factory):
+    """One empty model cache for the seven lessons of this module."""
+    return tmp_path_factory.mktemp("digits-cache")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", LESSONS)
-def test_lesson_runs_on_the_digits(lesson, tmp_path):
+def test_lesson_runs_on_the_digits(lesson, quick_mode_cache):
     nb = nbformat.read(NOTEBOOKS / lesson, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
     # the kernel inherits this environment; patch.dict restores ours afterwards
-    env = {"VAE_LITE_DATASET": "digits", "JAX_PLATFORMS": "cpu", "VAE_LITE_CACHE": str(tmp_path)}
+    env = {"VAE_LITE_DATASET": "digits", "JAX_PLATFORMS": "cpu", "VAE_LITE_CACHE": str(quick_mode_cache)}
     start = time.perf_counter()
     with mock.patch.dict(os.environ, env):
         client.execute()  # raises CellExecutionError, showing the failing cell and its traceback
