@@ -62,7 +62,7 @@ def stats_row(metric, ms, median_target=None, p95_target=None, note=""):
 def python_rows(num_changes):
     import jax
 
-    from vae_lite import data, explorer, posterior, training
+    from vae_lite import data, explorer, posterior, training, widgets
 
     mnist = data.load("mnist", fallback=True)
     x = mnist.x_test[:500]
@@ -84,7 +84,7 @@ def python_rows(num_changes):
     rows.append(stats_row("  of which: jitted decode", timings_ms(lambda v: view.decode(z + v), values)))
     rows.append(
         stats_row(
-            "  of which: PNG encoding", timings_ms(lambda v: explorer.to_png(view.image, view.scale), values)
+            "  of which: PNG encoding", timings_ms(lambda v: widgets.to_png(view.image, view.scale), values)
         )
     )
 
@@ -121,7 +121,7 @@ def python_rows(num_changes):
 
     lg = posterior.LinearGaussian.random(jax.random.key(0), 5, 1)
     x_lg = lg.sample(jax.random.key(1), 1)[1][0]
-    elbo_view = explorer.elbo_widget(lg.log_joint(x_lg), np.linspace(-4, 4, 801))
+    elbo_view = widgets.elbo_widget(lg.log_joint(x_lg), np.linspace(-4, 4, 801))
     rows.append(
         stats_row(
             "lesson-4 ELBO widget (801-point grid, matplotlib blit): slider -> new plot",

@@ -1,4 +1,4 @@
-"""Tests for vae_lite.explorer: every widget driven from Python, against direct decodes and closed forms."""
+"""Tests for vae_lite.explorer (lesson 7): every widget driven from Python, against direct decodes and closed forms."""
 
 import base64
 import io
@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from vae_lite import explorer, networks, posterior
+from vae_lite import explorer, networks
 
 IMAGE_SHAPE = (8, 8)
 
@@ -85,14 +85,6 @@ def test_dimension_order_by_average_kl(model, images):
     reference = np.mean(0.5 * (mu**2 + np.exp(log_var) - 1 - log_var), axis=0)
     np.testing.assert_allclose(kl, reference, rtol=1e-5, atol=1e-6)
     assert list(order) == list(np.argsort(-reference))
-
-
-def test_to_png_upscales_with_nearest_neighbour():
-    image = np.array([[0.0, 1.0], [1.0, 0.0]])
-    pixels = png_pixels(explorer.to_png(image, scale=3))
-    assert pixels.shape == (6, 6)
-    np.testing.assert_array_equal(pixels[:3, :3], 255)  # 0 = white background
-    np.testing.assert_array_equal(pixels[:3, 3:], 0)  # 1 = black ink
 
 
 # ---------------------------------------------------------------- latent sliders
@@ -220,64 +212,3 @@ def test_widget_object_displays_live_and_static(model, images):
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert base64.b64decode(bundle["image/png"]) == view.png
-
-
-# ---------------------------------------------------------------- lesson 4: ELBO widget
-
-
-@pytest.fixture(scope="module")
-def linear_gaussian():
-    model = posterior.LinearGaussian.random(jax.random.key(0), 3, 1, sigma=0.7)
-    x = model.sample(jax.random.key(1), 1)[1][0]
-    return model, x
-
-
-def closed_form_elbo(model, x, mu, log_var):
-    """ELBO of q = N(mu, e^log_var) for the 1-D-latent linear-Gaussian model, in closed form."""
-    W, b, sigma = np.asarray(model.W, np.float64), np.asarray(model.b, np.float64), model.sigma
-    x, s2 = np.asarray(x, np.float64), np.exp(log_var)
-    D = len(x)
-    resid = x - W[:, 0] * mu - b
-    e_log_lik = -0.5 * D * np.log(2 * np.pi * sigma**2) - (resid @ resid + (W[:, 0] @ W[:, 0]) * s2) / (2 * sigma**2)
-    e_log_prior = -0.5 * np.log(2 * np.pi) - 0.5 * (mu**2 + s2)
-    entropy = 0.5 * np.log(2 * np.pi * np.e * s2)
-    return e_log_lik + e_log_prior + entropy
-
-
-@pytest.mark.parametrize("mu, log_var", [(0.0, 0.0), (0.8, -2.0), (-1.0, -0.5)])
-def test_elbo_widget_against_closed_forms(linear_gaussian, mu, log_var):
-    model, x = linear_gaussian
-    view = explorer.elbo_widget(model.log_joint(x), jnp.linspace(-6, 6, 1201), mu=mu, log_var=log_var)
-    assert (view.mu, view.log_var) == (mu, log_var)
-    np.testing.assert_allclose(view.log_evidence, model.log_evidence(x), atol=1e-4)
-    np.testing.assert_allclose(view.elbo, closed_form_elbo(model, x, mu, log_var), atol=1e-3)
-    m, S = (np.asarray(a, np.float64) for a in model.posterior(x))
-    s2 = np.exp(log_var)
-    kl = 0.5 * (np.log(S[0, 0] / s2) + (s2 + (mu - m[0]) ** 2) / S[0, 0] - 1)
-    np.testing.assert_allclose(view.kl, kl, atol=1e-3)
-    assert view.kl >= 0
-    np.testing.assert_allclose(view.log_evidence, view.elbo + view.kl, atol=1e-9)
-
-
-def test_elbo_widget_sliders_update_live(linear_gaussian):
-    model, x = linear_gaussian
-    view = explorer.elbo_widget(model.log_joint(x), jnp.linspace(-6, 6, 1201))
-    m, S = model.posterior(x)
-    before = view.png
-    view.mu_slider.value = float(m[0])
-    view.log_var_slider.value = float(np.log(S[0, 0]))
-    assert view.png != before
-    np.testing.assert_allclose(view.mu, m[0], atol=0.01)  # the slider rounds to its step
-    np.testing.assert_allclose(view.elbo, closed_form_elbo(model, x, view.mu, view.log_var), atol=1e-3)
-    assert view.kl < 1e-3  # q = posterior: the bound is tight
-    assert str(round(view.kl, 3)) in view.text.value or f"{view.kl:.3f}" in view.text.value
-    view.log_var_slider.value = 100.0  # clamped to the slider's range
-    assert view.log_var == view.log_var_slider.max
-    view.mu_slider.value = float("nan")
-    assert np.isfinite(view.mu) and np.isfinite(view.elbo)
-
-
-def test_elbo_widget_rejects_bad_grid(linear_gaussian):
-    model, x = linear_gaussian
-    with pytest.raises(ValueError, match="1-D"):
-        explorer.elbo_widget(model.log_joint(x), jnp.zeros((3, 3)))

@@ -57,7 +57,7 @@ class Lesson:
 
 
 LESSONS = {
-    "04_elbo": Lesson("04_elbo.ipynb", "explorer.elbo_widget("),
+    "04_elbo": Lesson("04_elbo.ipynb", "elbo_widget("),
     "07_latent_explorer": Lesson("07_latent_explorer.ipynb", "explorer.latent_sliders("),
 }
 

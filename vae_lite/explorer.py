@@ -1,17 +1,17 @@
-"""Live latent-space widgets: sliders that decode instantly (lesson 7; the ELBO widget of lesson 4).
+"""Live latent-space widgets: sliders that decode instantly (lesson 7).
 
-Every widget is an explicit ipywidgets layout around an ``ipywidgets.Image``. The decoder is
-split from its NNX module once and compiled (``jax.jit``) for a fixed input shape, then warmed
-up before the widget is shown, so a slider change costs one small matrix product plus a PNG
-encoding (a few milliseconds). Each builder returns an object with ``.widget`` (to display)
-and its state (``.z``, the current code, and ``.image``, the current decoded image in [0, 1]),
-so tests and notebooks can drive it from Python by setting slider values. Displaying the
-object itself also stores a static PNG of the current picture, for readers of a saved notebook.
+The maths of lesson 7 (linear and spherical interpolation, the Normal-quantile grid, ranking
+latent dimensions by KL) and its four widgets: latent sliders, encode-and-perturb,
+interpolation and the 2-D manifold. The decoder is split from its NNX module once and
+compiled (``jax.jit``) for a fixed input shape, then warmed up before the widget is shown, so
+a slider change costs one small matrix product plus a PNG encoding (a few milliseconds).
+Each builder returns an object with ``.widget`` (to display) and its state (``.z``, the
+current code, and ``.image``, the current decoded image in [0, 1]), so tests and notebooks
+can drive it from Python by setting slider values. The picture plumbing they share
+(:class:`vae_lite.widgets.View`) lives in :mod:`vae_lite.widgets`, with lesson 4's ELBO widget.
 """
 
-import base64
 import functools
-import io
 import math
 
 import ipywidgets as widgets
@@ -19,12 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from PIL import Image
 
 from vae_lite.distributions import kl_normal_std
-from vae_lite.posterior import grid_posterior
+from vae_lite.widgets import View, side_by_side, slider
 
 # ---------------------------------------------------------------- pure helpers
 
@@ -110,50 +107,6 @@ def dimension_order(model, x):
     return np.argsort(-kl, kind="stable"), kl
 
 
-# palette for grey images: index 0 white ... 254 black ink, 255 red (markers)
-PALETTE = [g for v in np.round(np.linspace(255, 0, 255)).astype(int) for g in (v, v, v)] + [220, 30, 30]
-
-
-def to_png(image, scale=6, marker=None):
-    """PNG bytes of an image, upscaled ``scale`` times with nearest neighbour (crisp pixels).
-
-    Args:
-        image: ``(h, w)`` values in [0, 1] drawn as dark ink on white, or uint8 RGB ``(h, w, 3)``.
-        marker: optional boolean ``(h, w)`` mask of grey-image pixels to draw in red.
-    """
-    if image.ndim == 2:
-        index = np.round(254 * np.clip(image, 0, 1)).astype(np.uint8)
-        if marker is not None:
-            index[marker] = 255
-        img = Image.fromarray(index)
-        img.putpalette(PALETTE)  # a palette image: 1 byte a pixel, fast to compress
-    else:
-        img = Image.fromarray(image)
-    if scale != 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    img.save(buffer, format="png", compress_level=1)
-    return buffer.getvalue()
-
-
-def side_by_side(images, gap=1):
-    """Images ``(h, w)`` (same shape) in a row, separated by ``gap`` white columns."""
-    h, w = images[0].shape
-    canvas = np.zeros((h, len(images) * (w + gap) - gap), np.float32)
-    for i, img in enumerate(images):
-        canvas[:, i * (w + gap) : i * (w + gap) + w] = img
-    return canvas
-
-
-def _slider(description, value, limit, step=0.01, lo=None):
-    # continuous_update: a decode costs a few ms, so the image follows the drag.
-    lo = -limit if lo is None else lo
-    return widgets.FloatSlider(
-        value=float(np.clip(value, lo, limit)), min=lo, max=limit, step=step, description=description,
-        continuous_update=True, readout_format=".2f", style={"description_width": "110px"},
-    )
-
-
 def _check_code(z, latent_dim):
     z = np.asarray(z, np.float32)
     if z.shape != (latent_dim,):
@@ -163,57 +116,10 @@ def _check_code(z, latent_dim):
     return z
 
 
-class _View:
-    """Shared plumbing: one ``ipywidgets.Image`` showing ``self.picture()``, redrawn by ``refresh``.
-
-    The picture is upscaled (nearest neighbour) to about ``target`` pixels high, and the image
-    widget gets that exact size, so the browser shows crisp pixels instead of blurring them.
-    """
-
-    target = 224
-
-    def _init_view(self, controls, beside=True):
-        self.image_widget = widgets.Image(format="png")
-        self._hold, self.scale = False, None
-        self.refresh()  # the first decode also compiles (warm-up) before anything is shown
-        self.image_widget.height, self.image_widget.width = (str(n * self.scale) for n in self._shape)
-        controls = widgets.VBox(controls)
-        if beside:
-            self.widget = widgets.HBox([self.image_widget, controls])
-        else:
-            self.widget = widgets.VBox([controls, self.image_widget])
-
-    def _guard(self, change):
-        """Observer for every slider: reject non-finite values, then redraw."""
-        if not math.isfinite(change["new"]):
-            change["owner"].value = change["old"]
-            return
-        if not self._hold:
-            self.refresh()
-
-    def refresh(self):
-        picture = self.picture()
-        if self.scale is None:
-            self._shape, self.scale = picture.shape[:2], max(1, self.target // picture.shape[0])
-        self.image_widget.value = to_png(picture, self.scale, self.marker())
-
-    def marker(self):
-        """Boolean mask of pixels to draw in red over the picture (none by default)."""
-        return None
-
-    @property
-    def png(self):
-        return self.image_widget.value
-
-    def _repr_mimebundle_(self, **kwargs):
-        # Live widget for Jupyter/Voila; the static PNG is what a saved notebook shows elsewhere.
-        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(self.png).decode()}
-
-
 # ---------------------------------------------------------------- latent sliders
 
 
-class LatentSliders(_View):
+class LatentSliders(View):
     """Sliders over chosen latent dimensions; the others stay fixed at ``base``.
 
     Attributes:
@@ -227,9 +133,9 @@ class LatentSliders(_View):
         self.sliders = []
         for i in self.dims:
             label = f"z[{i}]" if kl is None else f"z[{i}] ({kl[i]:.1f} nats)"
-            slider = _slider(label, self.base[i], limit)
-            slider.observe(self._guard, names="value")
-            self.sliders.append(slider)
+            s = slider(label, self.base[i], limit)
+            s.observe(self._guard, names="value")
+            self.sliders.append(s)
         self.extra = list(extra)
         self._init_view([*self.extra, widgets.VBox(self.sliders)])
 
@@ -314,7 +220,7 @@ def encode_and_perturb(model, x, image_shape, *, labels=None, index=0, num_slide
 # ---------------------------------------------------------------- interpolation
 
 
-class Interpolation(_View):
+class Interpolation(View):
     """Slider t in [0, 1] between the codes of two images: image A, decoded z(t), image B."""
 
     paths = {"linear": interpolate, "spherical": slerp}
@@ -348,7 +254,7 @@ def interpolation(model, x, image_shape, *, index_a=0, index_b=1):
 # ---------------------------------------------------------------- 2-D manifold
 
 
-class Manifold(_View):
+class Manifold(View):
     """A 2-d model's decoded grid at Normal quantiles, the slider point marked, its decode beside it."""
 
     target = 400
@@ -360,7 +266,7 @@ class Manifold(_View):
         z1, z2 = np.meshgrid(q, q[::-1])  # rows: z2 from high (top) to low; columns: z1
         tiles = decode(np.stack([z1.ravel(), z2.ravel()], -1)).reshape(num_points, num_points, h, w)
         self.grid_image = tiles.transpose(0, 2, 1, 3).reshape(num_points * h, num_points * w)
-        self.sliders = [_slider(f"z[{i}]", 0.0, limit) for i in range(2)]
+        self.sliders = [slider(f"z[{i}]", 0.0, limit) for i in range(2)]
         for s in self.sliders:
             s.observe(self._guard, names="value")
         self._init_view([widgets.HBox(self.sliders)], beside=False)
@@ -401,105 +307,3 @@ def manifold(model, image_shape, *, num_points=15, limit=3.0):
     if model.latent_dim != 2:
         raise ValueError(f"manifold needs a model with latent_dim=2, got latent_dim={model.latent_dim}.")
     return Manifold(compile_decode(model.decoder), image_shape, num_points=num_points, limit=limit)
-
-
-# ---------------------------------------------------------------- lesson 4: ELBO widget
-
-
-class ElboWidget(_View):
-    r"""Sliders for a 1-D Gaussian q(z) = N(mu, e^{log_var}); log p(x), ELBO and KL by quadrature.
-
-    On the grid, q is normalised like the posterior, so the identity
-    log p(x) = ELBO(q) + KL(q || p(z|x)) holds exactly (KL of the two discretised distributions).
-    """
-
-    def __init__(self, log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None):
-        self.z_grid = np.asarray(grid_axis, np.float64)
-        if self.z_grid.ndim != 1 or len(self.z_grid) < 3:
-            raise ValueError(f"grid_axis must be a 1-D array of at least 3 points, got shape {self.z_grid.shape}.")
-        post = grid_posterior(lambda z: log_joint(z), [jnp.asarray(grid_axis)])
-        self.log_evidence = float(post.log_evidence)
-        self.log_cell = float(np.log(post.cell_volume))
-        self.log_post = np.asarray(post.log_density, np.float64)  # (G,) log p(z_g|x)
-        self.log_joint_values = self.log_post + self.log_evidence
-        lo, hi = float(self.z_grid[0]), float(self.z_grid[-1])
-        spacing = (hi - lo) / (len(self.z_grid) - 1)
-        if log_var_range is None:
-            log_var_range = (round(2 * np.log(2 * spacing), 1), round(2 * np.log((hi - lo) / 2), 1))
-        self.mu_slider = widgets.FloatSlider(float(np.clip(mu, lo, hi)), min=lo, max=hi, step=spacing,
-                                             description="mu", continuous_update=True, readout_format=".2f")
-        self.log_var_slider = _slider("log_var", log_var, log_var_range[1], 0.05, lo=log_var_range[0])
-        self.text = widgets.HTML()
-        self._figure()
-        for s in (self.mu_slider, self.log_var_slider):
-            s.observe(self._guard, names="value")
-        self._init_view([self.mu_slider, self.log_var_slider, self.text], beside=False)
-
-    @property
-    def mu(self):
-        return self.mu_slider.value
-
-    @property
-    def log_var(self):
-        return self.log_var_slider.value
-
-    def q_log_density(self):
-        """log q(z_g) on the grid, normalised by quadrature, ``(G,)``."""
-        log_q = -0.5 * (np.log(2 * np.pi) + self.log_var + (self.z_grid - self.mu) ** 2 / np.exp(self.log_var))
-        m = log_q.max()
-        return log_q - (m + np.log(np.sum(np.exp(log_q - m)))) - self.log_cell
-
-    def _figure(self):
-        self.fig = Figure(figsize=(5, 2.4), dpi=80)
-        self.canvas = FigureCanvasAgg(self.fig)
-        ax = self.ax = self.fig.add_subplot()
-        ax.plot(self.z_grid, np.exp(self.log_post), "k", label="p(z|x), exact on the grid")
-        # q is drawn over a cached background (blitting): a full redraw only when the y-range must change.
-        (self.q_line,) = ax.plot(self.z_grid, np.exp(self.log_post), "C1", lw=2, animated=True,
-                                 label="q(z) = N(mu, exp(log_var))")
-        ax.set_xlabel("z")
-        ax.set_ylabel("density")
-        ax.legend(loc="upper right", fontsize=8)
-        self.fig.tight_layout()
-        self.background = None
-
-    def picture(self):
-        log_q = self.q_log_density()
-        weights = np.exp(log_q + self.log_cell)  # quadrature weights of q, sum to 1
-        self.elbo = float(np.sum(weights * (self.log_joint_values - log_q)))
-        self.kl = self.log_evidence - self.elbo
-        self.text.value = (
-            f"<b>log p(x)</b> = {self.log_evidence:.3f} &nbsp; = &nbsp; <b>ELBO</b> {self.elbo:.3f}"
-            f" &nbsp;+&nbsp; <b>KL(q || p(z|x))</b> {self.kl:.3f} &nbsp; (nats)"
-        )
-        q = np.exp(log_q)
-        self.q_line.set_ydata(q)
-        top = 1.1 * max(np.exp(self.log_post).max(), q.max())
-        if self.background is None or not (self.ax.get_ylim()[1] / 2 < top <= self.ax.get_ylim()[1]):
-            self.ax.set_ylim(0, top)
-            self.canvas.draw()
-            self.background = self.canvas.copy_from_bbox(self.fig.bbox)
-        self.canvas.restore_region(self.background)
-        self.ax.draw_artist(self.q_line)
-        return np.asarray(self.canvas.buffer_rgba())[..., :3]
-
-
-
-def elbo_widget(log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None):
-    r"""Sliders for q's mean and log-variance with log p(x), ELBO and KL(q || p(z|x)) shown live.
-
-    For a 1-D latent model. Everything is by quadrature on ``grid_axis``, so the numbers are
-    deterministic and respond instantly: log p(x) from :func:`vae_lite.posterior.grid_posterior`,
-    ELBO(q) = sum_g q_g [log p(x, z_g) - log q_g] dz, and KL = log p(x) - ELBO >= 0.
-
-    Args:
-        log_joint: ``z (1,) -> log p(x, z)`` (scalar).
-        grid_axis: ``(G,)`` evenly spaced latent values covering the posterior.
-        mu, log_var: initial parameters of q (clamped to the slider ranges).
-        log_var_range: ``(min, max)`` of the log-variance slider (default from the grid spacing and width).
-
-    Returns:
-        an :class:`ElboWidget` (``.widget``, ``.mu``, ``.log_var``, ``.elbo``, ``.kl``, ``.log_evidence``).
-        Introduced in lesson 4.
-    """
-    return ElboWidget(log_joint, grid_axis, mu=mu, log_var=log_var, log_var_range=log_var_range)

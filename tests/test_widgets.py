@@ -1,0 +1,138 @@
+"""Tests for vae_lite.widgets: the picture plumbing, and lesson 4's ELBO widget against closed forms."""
+
+import base64
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from vae_lite import posterior, widgets
+
+
+def png_pixels(png, mode="L"):
+    return np.asarray(Image.open(io.BytesIO(png)).convert(mode))
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def test_to_png_upscales_with_nearest_neighbour():
+    image = np.array([[0.0, 1.0], [1.0, 0.0]])
+    pixels = png_pixels(widgets.to_png(image, scale=3))
+    assert pixels.shape == (6, 6)
+    np.testing.assert_array_equal(pixels[:3, :3], 255)  # 0 = white background
+    np.testing.assert_array_equal(pixels[:3, 3:], 0)  # 1 = black ink
+
+
+def test_to_png_draws_the_marker_in_red():
+    marker = np.array([[True, False], [False, False]])
+    pixels = png_pixels(widgets.to_png(np.full((2, 2), 0.5), scale=1, marker=marker), "RGB")
+    np.testing.assert_array_equal(pixels[0, 0], [220, 30, 30])
+    assert pixels[1, 1, 0] == pixels[1, 1, 1] == pixels[1, 1, 2]  # the rest stays grey
+
+
+def test_side_by_side_leaves_white_gaps():
+    a, b = np.full((2, 3), 0.25), np.full((2, 3), 0.75)
+    canvas = widgets.side_by_side([a, b], gap=2)
+    assert canvas.shape == (2, 8)
+    np.testing.assert_array_equal(canvas[:, :3], a)
+    np.testing.assert_array_equal(canvas[:, 3:5], 0.0)
+    np.testing.assert_array_equal(canvas[:, 5:], b)
+
+
+# ---------------------------------------------------------------- the view
+
+
+class Level(widgets.View):
+    """A minimal view: one slider, the picture a uniform grey at the slider's value."""
+
+    def __init__(self):
+        self.level = widgets.slider("level", 0.2, 1.0, lo=0.0)
+        self.level.observe(self._guard, names="value")
+        self.draws = 0
+        self._init_view([self.level])
+
+    def picture(self):
+        self.draws += 1
+        return np.full((4, 4), self.level.value)
+
+
+def test_view_redraws_on_a_slider_change_and_rejects_nan():
+    view = Level()
+    assert view.draws == 1 and view.scale == Level.target // 4
+    assert (view.image_widget.height, view.image_widget.width) == (str(4 * view.scale),) * 2
+    before = view.png
+    view.level.value = 0.9
+    assert view.draws == 2 and view.png != before
+    np.testing.assert_allclose(png_pixels(view.png), round(255 * (1 - 0.9)), atol=1)
+    view.level.value = float("nan")
+    assert view.level.value == 0.9
+    view.level.value = 5.0  # clamped to the slider's range
+    assert view.level.value == 1.0
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == view.png
+
+
+# ---------------------------------------------------------------- lesson 4: ELBO widget
+
+
+@pytest.fixture(scope="module")
+def linear_gaussian():
+    model = posterior.LinearGaussian.random(jax.random.key(0), 3, 1, sigma=0.7)
+    x = model.sample(jax.random.key(1), 1)[1][0]
+    return model, x
+
+
+def closed_form_elbo(model, x, mu, log_var):
+    """ELBO of q = N(mu, e^log_var) for the 1-D-latent linear-Gaussian model, in closed form."""
+    W, b, sigma = np.asarray(model.W, np.float64), np.asarray(model.b, np.float64), model.sigma
+    x, s2 = np.asarray(x, np.float64), np.exp(log_var)
+    D = len(x)
+    resid = x - W[:, 0] * mu - b
+    e_log_lik = -0.5 * D * np.log(2 * np.pi * sigma**2) - (resid @ resid + (W[:, 0] @ W[:, 0]) * s2) / (2 * sigma**2)
+    e_log_prior = -0.5 * np.log(2 * np.pi) - 0.5 * (mu**2 + s2)
+    entropy = 0.5 * np.log(2 * np.pi * np.e * s2)
+    return e_log_lik + e_log_prior + entropy
+
+
+@pytest.mark.parametrize("mu, log_var", [(0.0, 0.0), (0.8, -2.0), (-1.0, -0.5)])
+def test_elbo_widget_against_closed_forms(linear_gaussian, mu, log_var):
+    model, x = linear_gaussian
+    view = widgets.elbo_widget(model.log_joint(x), jnp.linspace(-6, 6, 1201), mu=mu, log_var=log_var)
+    assert (view.mu, view.log_var) == (mu, log_var)
+    np.testing.assert_allclose(view.log_evidence, model.log_evidence(x), atol=1e-4)
+    np.testing.assert_allclose(view.elbo, closed_form_elbo(model, x, mu, log_var), atol=1e-3)
+    m, S = (np.asarray(a, np.float64) for a in model.posterior(x))
+    s2 = np.exp(log_var)
+    kl = 0.5 * (np.log(S[0, 0] / s2) + (s2 + (mu - m[0]) ** 2) / S[0, 0] - 1)
+    np.testing.assert_allclose(view.kl, kl, atol=1e-3)
+    assert view.kl >= 0
+    np.testing.assert_allclose(view.log_evidence, view.elbo + view.kl, atol=1e-9)
+
+
+def test_elbo_widget_sliders_update_live(linear_gaussian):
+    model, x = linear_gaussian
+    view = widgets.elbo_widget(model.log_joint(x), jnp.linspace(-6, 6, 1201))
+    m, S = model.posterior(x)
+    before = view.png
+    view.mu_slider.value = float(m[0])
+    view.log_var_slider.value = float(np.log(S[0, 0]))
+    assert view.png != before
+    np.testing.assert_allclose(view.mu, m[0], atol=0.01)  # the slider rounds to its step
+    np.testing.assert_allclose(view.elbo, closed_form_elbo(model, x, view.mu, view.log_var), atol=1e-3)
+    assert view.kl < 1e-3  # q = posterior: the bound is tight
+    assert str(round(view.kl, 3)) in view.text.value or f"{view.kl:.3f}" in view.text.value
+    view.log_var_slider.value = 100.0  # clamped to the slider's range
+    assert view.log_var == view.log_var_slider.max
+    view.mu_slider.value = float("nan")
+    assert np.isfinite(view.mu) and np.isfinite(view.elbo)
+
+
+def test_elbo_widget_rejects_bad_grid(linear_gaussian):
+    model, x = linear_gaussian
+    with pytest.raises(ValueError, match="1-D"):
+        widgets.elbo_widget(model.log_joint(x), jnp.zeros((3, 3)))
