@@ -63,12 +63,16 @@ def test_training_improves_elbo_and_is_deterministic(digits):
     assert training.evaluate(a.model, jax.random.key(0), x)["elbo"] > fresh + 5
 
 
-def test_cache_hit_returns_same_parameters_quickly(digits):
+def test_cache_hit_returns_same_parameters_without_training(digits, monkeypatch):
     first = training.train(SMALL, digits, progress=False)
-    start = time.perf_counter()
-    again = training.train(SMALL, digits, progress=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cache hit must not train")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "fit", no_training)
+        again = training.train(SMALL, digits, progress=False)
     assert again.from_cache and not first.from_cache
-    assert time.perf_counter() - start < 2.0
     assert again.history["elbo"] == first.history["elbo"]
     for p, q in zip(_params(first.model), _params(again.model), strict=True):
         np.testing.assert_array_equal(p, q)
@@ -112,24 +116,30 @@ import sys
 from vae_lite import training
 cfg = training.TrainConfig(dataset="digits", hidden=(512, 512), latent_dim=2)
 model = training.build_model(cfg, 784)
-print("ready", flush=True)
+training.save_model(sys.argv[1], model, {"n": 0})
+print("saved", flush=True)
+n = 1
 while True:
-    training.save_model(sys.argv[1], model, {"n": 1})
+    training.save_model(sys.argv[1], model, {"n": n})
+    n += 1
 """
 
 
-def test_killed_save_leaves_previous_entry_or_nothing(tmp_path):
+def test_killed_save_leaves_a_complete_entry(tmp_path):
+    """A writer killed in the middle of saving (3 MB per save) leaves the last complete file."""
     path = tmp_path / "model.npz"
     cfg = training.TrainConfig(dataset="digits", hidden=(512, 512), latent_dim=2)
-    for delay in (0.05, 0.3, 0.7):
+    for delay in (0.0, 0.05, 0.3):
+        path.unlink(missing_ok=True)
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"ready"
+        assert proc.stdout.readline().strip() == b"saved"
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        if path.exists():  # whatever is there must be a complete, loadable model
-            assert training.load_model(path, training.build_model(cfg, 784)) == {"n": 1}
+        # One save finished before the kill, so a complete, loadable model must be there.
+        metadata = training.load_model(path, training.build_model(cfg, 784))
+        assert set(metadata) == {"n"} and metadata["n"] >= 0
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
     # A killed writer may leave its own temporary file, but never under the model's name.
     assert all(name.endswith(".tmp") for name in leftovers)
@@ -228,19 +238,3 @@ def test_nothing_is_written_into_the_package(digits, monkeypatch, tmp_path):
     after = sorted((str(p), p.stat().st_mtime_ns) for p in package.rglob("*") if "__pycache__" not in p.parts)
     assert before == after
     assert list((tmp_path / ".cache" / "vae-lite" / "models").glob("*.npz"))  # the user's cache instead
-
-
-def test_release_memory_drops_traced_functions():
-    traces = []
-
-    @jax.jit
-    def f(x):
-        traces.append(1)  # runs only while tracing
-        return x + 1
-
-    f(1.0)
-    f(2.0)
-    assert len(traces) == 1  # cached
-    training.release_memory()
-    f(3.0)
-    assert len(traces) == 2  # traced afresh: the cache was dropped

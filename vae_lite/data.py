@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_lite._runtime import CACHE_ENV, atomic_write_bytes, cache_dir  # noqa: F401 - public here too
+
 DATA_ENV = "VAE_LITE_DATA"
-CACHE_ENV = "VAE_LITE_CACHE"
 DATASET_ENV = "VAE_LITE_DATASET"
 DOWNLOAD_TIMEOUT_S = 10.0
 BINARIZE_BLOCK = 1024  # rows binarised together by binarize_fixed (small blocks: small intermediates)
@@ -146,12 +147,6 @@ class Dataset:
         return int(np.prod(self.image_shape))
 
 
-def cache_dir():
-    """The per-user cache folder (``$VAE_LITE_CACHE`` or ``~/.cache/vae-lite``; ``~`` expanded)."""
-    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "vae-lite")
-    return Path(os.path.expanduser(root))
-
-
 def bundled_dir():
     """The folder inside the installed package that holds the bundled MNIST files."""
     return Path(str(importlib.resources.files("vae_lite") / "_data"))
@@ -163,21 +158,6 @@ def md5(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _offline_message(name, searched, failures=()):

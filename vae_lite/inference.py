@@ -24,7 +24,6 @@ from jax.tree_util import Partial
 
 from vae_lite import elbo as elbo_lib
 from vae_lite.posterior import decoder_log_joint
-from vae_lite.training import enable_compilation_cache
 
 
 def _linear_gaussian(model, x, z):
@@ -178,7 +177,6 @@ def fit_mean_field(
     if latent_dim is not None and params[0].shape[1] != latent_dim:
         raise ValueError(f"latent_dim={latent_dim} but init has latent_dim {params[0].shape[1]}.")
     log_joint = _as_partial(log_joint)
-    enable_compilation_cache()  # re-runs skip compilation, as in training
     opt_state = optax.adam(learning_rate).init(params)
     traces, previous, converged, taken = [], None, False, 0
     while taken < num_steps and not converged:
@@ -226,7 +224,6 @@ def _estimate(estimator, key, log_joint, x, mu, log_var, num_samples, batch_size
     x = jnp.asarray(x)
     _check_params(x, mu, log_var)
     batch_size = batch_size or max(1, min(x.shape[0], 2**13 // num_samples))  # bound memory
-    enable_compilation_cache()
     return _per_point_batched(
         key, _as_partial(log_joint), x, jnp.asarray(mu, x.dtype), jnp.asarray(log_var, x.dtype),
         estimator=estimator, num_samples=num_samples, batch_size=batch_size,

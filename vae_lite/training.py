@@ -7,14 +7,11 @@ pickle), written atomically, so a lesson that needs a trained model gets it in
 well under a second the second time.
 """
 
-import ctypes
 import dataclasses
 import functools
-import gc
 import hashlib
 import io
 import json
-import os
 import time
 import warnings
 import zipfile
@@ -27,7 +24,15 @@ import optax
 from flax import nnx
 
 from vae_lite import __version__
-from vae_lite.data import CACHE_ENV, Images, atomic_write_bytes, cache_dir, load
+from vae_lite._runtime import (  # noqa: F401 - the lessons' explicit set-up calls live here
+    CACHE_ENV,
+    atomic_write_bytes,
+    cache_dir,
+    compilation_cache,
+    enable_compilation_cache,
+    release_memory,
+)
+from vae_lite.data import Images, load
 from vae_lite.distributions import kl_normal_std, log_bernoulli, reparameterize
 from vae_lite.networks import VAE, Autoencoder
 
@@ -154,48 +159,6 @@ def _epoch_for(graphdef, model, batch_size, learning_rate, max_level):
     return optimizer, make_epoch(graphdef, MODELS[model][1], optimizer, batch_size, max_level)
 
 
-def release_memory():
-    """Drop JAX's in-memory caches of traced and compiled functions, then collect garbage.
-
-    JAX keeps every function it has traced (about 1 MB each, for every new shape or
-    closure) for the life of the process. A lesson that computes many different things
-    calls this between sections to stay within a classroom server's memory (lessons 3-5);
-    later calls recompile what they need (or load it from the persistent cache). On
-    Linux it also hands the freed memory back to the system (``malloc_trim``): XLA's
-    many threads leave freed blocks in the C allocator's arenas, where they would still
-    count against a classroom server's limit.
-    """
-    jax.clear_caches()
-    gc.collect()
-    _trim_c_heap()
-
-
-def _trim_c_heap():
-    """Return free memory of the C allocator to the system (glibc only; elsewhere a no-op)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)  # the C library already loaded into this process
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
-
-
-def enable_compilation_cache():
-    """Turn on JAX's persistent compilation cache in the vae-lite cache folder (once).
-
-    Where that folder cannot be written (a read-only shared cache), it stays off: JAX
-    would otherwise warn at every compilation.
-    """
-    if not jax.config.jax_compilation_cache_dir:
-        folder = cache_dir() / "jax"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return
-        if not os.access(folder, os.W_OK):
-            return
-        jax.config.update("jax_compilation_cache_dir", str(folder))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-
 def _training_levels(x):
     """``(levels, max_level)`` for the epoch: uint8 levels of :class:`Images`, else checked floats."""
     if isinstance(x, Images):
@@ -217,7 +180,6 @@ def fit(model, config, x, *, progress=True):
     x, max_level = _training_levels(x)
     if x.shape[0] < config.batch_size:
         raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
-    enable_compilation_cache()
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer, epoch = _epoch_for(graphdef, config.model, config.batch_size, config.learning_rate, max_level)
     opt_state = optimizer.init(params)
@@ -329,7 +291,6 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
     if data is None:
         data = load(config.dataset, fallback=True)
     config = dataclasses.replace(config, dataset=data.name)
-    enable_compilation_cache()  # before build_model: the parameter initialisers compile too
     model = build_model(config, data.num_pixels)
     path = cache_path(config, data)
     if path.is_file() and not retrain:
