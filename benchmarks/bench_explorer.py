@@ -4,15 +4,14 @@ Python side: setting a slider's value runs the widget's observer synchronously (
 decode + PNG encoding + the image widget's update), so timing the assignment times
 exactly what a slider move costs the kernel. Browser round trip: Voila serves a
 one-widget notebook on the standard MNIST model, headless Debian Chromium types a value
-into a slider's readout and we time Enter -> new image loaded (helpers shared with
-``tests/test_browser.py``). Models come from the training cache (trained if missing).
+into a slider's readout and we time Enter -> new image loaded (helpers in
+``tests/_browser.py``, shared with the browser tests). Models come from the training cache (trained if missing).
 
 Run: ``python benchmarks/bench_explorer.py [--quick] [--no-browser]``; ``main()`` returns
 the rows (dicts ``metric, measured, target, status, note``) for ``run_all.py``.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -24,7 +23,9 @@ import numpy as np
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent / "tests"))  # the browser helpers shared with the browser tests
 
+import _browser  # noqa: E402
 from _report import print_table, row  # noqa: E402
 
 BROWSER_NOTEBOOK = """\
@@ -134,31 +135,29 @@ def python_rows(num_changes):
 
 
 def browser_rows(num_edits):
-    spec = importlib.util.spec_from_file_location("test_browser", HERE.parent / "tests" / "test_browser.py")
-    tb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tb)
-    if not Path(tb.CHROMIUM).exists():
-        return [row("browser round trip", f"skipped: {tb.CHROMIUM} not found")]
+    reason = _browser.missing_tools("voila")
+    if reason:
+        return [row("browser round trip", f"skipped: {reason}")]
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as folder:
-        proc, url = tb.start_voila(tb.write_notebook(folder, BROWSER_NOTEBOOK), timeout=300)
+        proc, url = _browser.start_voila(_browser.write_notebook(folder, BROWSER_NOTEBOOK), timeout=300)
         try:
             with sync_playwright() as p:
-                browser = tb.launch_chromium(p)
+                browser = _browser.launch_chromium(p)
                 try:
                     page = browser.new_page()
                     start = time.perf_counter()
                     page.goto(url, timeout=300_000)
-                    page.wait_for_selector(tb.IMAGE, timeout=300_000)
+                    page.wait_for_selector(_browser.IMAGE, timeout=300_000)
                     first = time.perf_counter() - start
                     values = [f"{v:.2f}" for v in np.linspace(-2.5, 2.5, num_edits)]
-                    tb.type_into_readout(page, 0, "2.9")  # warm-up
-                    ms = np.array([1000 * tb.type_into_readout(page, 0, v) for v in values])
+                    _browser.type_into_readout(page, 0, "2.9")  # warm-up
+                    ms = np.array([1000 * _browser.type_into_readout(page, 0, v) for v in values])
                 finally:
                     browser.close()
         finally:
-            tb.stop_voila(proc)
+            _browser.stop_server(proc)
     return [
         stats_row(
             "browser round trip (Voila + Chromium): readout edit -> new image",

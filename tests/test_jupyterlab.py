@@ -20,13 +20,12 @@ shows up only there, as "Error displaying widget: model not found"). So this tes
 The kernels use the bundled 8x8 digits (``VAE_LITE_DATASET=digits``) and an empty model cache, so the
 lessons train their models on the spot in seconds. Screenshots go to ``test-artifacts/``. The server, its
 kernels (which run in sessions of their own) and Chromium are stopped at the end. Select with ``-m browser``.
+The server and browser helpers are shared with ``test_browser.py`` through ``_browser.py``.
 """
 
 import contextlib
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -36,7 +35,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM, free_port, launch_chromium
+from _browser import (
+    ARTIFACTS,
+    IMAGE,
+    READOUT,
+    free_port,
+    launch_chromium,
+    missing_tools,
+    start_server,
+    stop_server,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 RUN_TIMEOUT_S = 300  # a lesson takes up to about a minute on digits on 2 cores; leave room for a busy machine
@@ -98,15 +106,12 @@ def start_lab(root, state, log_path, timeout=120):
            f"--LabApp.workspaces_dir={state / 'workspaces'}"]
     if os.geteuid() == 0:  # CI containers run as root, which jupyter refuses without this flag
         cmd.append("--allow-root")
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    proc.log_file = log
+    proc = start_server(cmd, root, env, log_path)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            log.close()
+            proc.log_file.close()
             raise RuntimeError(f"jupyter lab exited with code {proc.returncode}; see {log_path}")
         try:
             with urllib.request.urlopen(f"{url}/api/status", timeout=5):
@@ -128,27 +133,19 @@ def stop_lab(proc):
         children = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         children = []
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # jupyter shuts its kernels down on SIGTERM
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_server(proc, timeout=30)  # jupyter shuts its kernels down on SIGTERM
     _, alive = psutil.wait_procs(children, timeout=15)
     for child in alive:
         child.kill()
     psutil.wait_procs(alive, timeout=15)
-    proc.log_file.close()
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """``(url, root)`` of a JupyterLab serving copies of the lessons; one server for the module."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright (PyPI) is needed for the browser test")
-    pytest.importorskip("psutil", reason="psutil is needed to stop the kernels")
+    reason = missing_tools("psutil")  # psutil stops the kernels
+    if reason:
+        pytest.skip(reason)
     root, state = tmp_path_factory.mktemp("lessons"), tmp_path_factory.mktemp("jupyterlab")
     copy_lessons(root)
     proc, url = start_lab(root, state, state / "jupyterlab.log")
@@ -244,7 +241,7 @@ def shut_down_kernels(page):
 def widget_output(page, code):
     """The rendered output of the first code cell containing ``code`` that shows an image widget."""
     cell = notebook_panel(page).locator(".jp-CodeCell", has_text=code).first
-    return cell.locator(".jp-OutputArea-output", has=page.locator(".widget-image")).first
+    return cell.locator(".jp-OutputArea-output", has=page.locator(IMAGE)).first
 
 
 def move_slider(page, output, index=0):
@@ -252,8 +249,8 @@ def move_slider(page, output, index=0):
 
     Returns ``(old value, new value)`` as shown in the readout; waits until the image has been redrawn.
     """
-    readout = output.locator(".widget-readout").nth(index)
-    image = output.locator(".widget-image").first
+    readout = output.locator(READOUT).nth(index)
+    image = output.locator(IMAGE).first
     readout.scroll_into_view_if_needed()
     old_value, old_src = readout.inner_text().strip(), image.get_attribute("src")
     new_value = "1.00" if old_value != "1.00" else "-1.00"
@@ -304,11 +301,11 @@ def test_lesson_runs_in_jupyterlab_and_its_widget_responds(lab, browser, name):
 
         output = widget_output(page, lesson.widget_code)
         labels = output.locator(".widget-html").all_inner_texts()
-        old_png = output.locator(".widget-image").first.screenshot()
+        old_png = output.locator(IMAGE).first.screenshot()
         old_value, new_value = move_slider(page, output)
         page.screenshot(path=ARTIFACTS / f"jupyterlab_{name}_slider.png")
         assert new_value != old_value, f"the slider readout stayed at {old_value}"
-        assert output.locator(".widget-image").first.screenshot() != old_png, "the picture did not change"
+        assert output.locator(IMAGE).first.screenshot() != old_png, "the picture did not change"
         if labels:  # lesson 04: log p(x) = ELBO + KL, recomputed for the new q
             assert output.locator(".widget-html").all_inner_texts() != labels, "the readout did not change"
         print(f"\n{lesson.notebook}: opened and run in JupyterLab in {seconds:.0f} s; "
