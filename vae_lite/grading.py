@@ -5,14 +5,28 @@ it with an independent reference (closed forms, NumPy in float64, the exact
 linear-Gaussian model, :mod:`vae_lite.elbo`). On success it returns a one-line summary;
 on failure it raises an ``AssertionError`` that says which input, what was expected, what
 came back and, when the answer matches a typical mistake, what that mistake was. A function
-that raises, returns ``None``, NaN, a tuple or the wrong shape, or never returns, fails with
-such a message too. Usage in a test cell::
+that raises, exits, returns ``None``, NaN, a tuple or the wrong shape, takes longer than
+:data:`TIME_LIMIT_S`, or is (or calls) the library's own answer to the exercise, fails with
+such a message too. The inputs are read-only and each reference is computed from them
+before the student's function sees them. Usage in a test cell::
 
     from vae_lite import grading
     print(grading.check_kl_normal_std(kl_to_standard_normal))
+
+These visible checks teach; they run in the student's kernel, so they are not what makes a
+grade trustworthy. The test cells' hidden tests (fresh random inputs, their own NumPy
+references) and ``classroom/regrade.py`` (a clean process per submission) are.
 """
 
+import contextlib
+import functools
+import importlib
 import math
+import os
+import signal
+import threading
+import traceback
+import types
 from statistics import NormalDist
 
 import jax
@@ -20,8 +34,176 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_lite import elbo
-from vae_lite._checking import Case, as_array, call, expect_close, unpack
+from vae_lite._checking import Case, as_array, expect_close, unpack
 from vae_lite.posterior import LinearGaussian
+
+TIME_LIMIT_S = 20.0
+"""Seconds one check may take in all, every call of the student's function included. Below
+nbgrader's default cell timeout (30 s), so the student sees this message rather than a bare
+interrupt; a plain vectorised solution needs a few seconds even on a loaded 2-core machine."""
+
+_LIBRARY = ("vae_lite", "jax", "jaxlib", "numpy", "scipy", "flax", "optax", "functools", "builtins")
+
+
+class _TimeUp(BaseException):
+    """Raised by a check's alarm; a BaseException, so a student's ``except Exception`` cannot swallow it."""
+
+
+class _ExitCalled(Exception):
+    """What ``os._exit`` raises while a student's function runs, instead of ending the kernel."""
+
+
+@contextlib.contextmanager
+def _alarm(seconds):
+    """Raise :class:`_TimeUp` in the main thread after ``seconds`` (and every 0.5 s after that)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _TimeUp()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _no_process_exit():
+    """While a student's function runs, ``os._exit`` raises instead of killing the kernel (restored after)."""
+    real_exit = os._exit
+
+    def refuse(status=0):
+        raise _ExitCalled(f"os._exit({status})")
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+
+
+def _slow_hint():
+    return "vectorise (no Python loop over samples, pixels or grid points), or look for a loop that never ends"
+
+
+def call(case, fn, *args, what="your function"):
+    """``fn(*args)``, or a teaching ``AssertionError`` if it raises, exits or runs out of time."""
+    if not callable(fn):
+        case.fail(f"expected a function, got {type(fn).__name__}", hint="pass the function itself, without calling it")
+    try:
+        with _no_process_exit():
+            return fn(*args)
+    except NotImplementedError:
+        problem = f"{what} is not implemented yet"
+        hint = "replace `raise NotImplementedError()` with your solution, run that cell, then this one"
+    except _TimeUp:
+        problem = f"{what} took longer than {TIME_LIMIT_S:.0f} s (the time limit of this check)"
+        hint = _slow_hint()
+    except (SystemExit, _ExitCalled) as error:
+        problem = f"{what} tried to end the program ({type(error).__name__}: {error})"
+        hint = "a function returns its result: remove exit(), sys.exit() or os._exit()"
+    except AssertionError:
+        raise
+    except Exception as error:  # any student error becomes a message
+        message = str(error).strip().splitlines()
+        problem = f"{what} raised {type(error).__name__}{_where(error)}: {message[0][:300] if message else ''}"
+        hint = (
+            "check the shapes of the inputs above against the docstring; "
+            "print intermediate shapes to find the line that goes wrong"
+        )
+    case.fail(problem, hint=hint)  # outside the except block: no chained traceback
+
+
+def _where(error):
+    """`` at line N (code)`` for the innermost frame of the student's code, or ''."""
+    own = os.path.dirname(__file__)
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith(own) and not any(f"/{m}/" in f.filename for m in _LIBRARY)
+              and not f.filename.endswith("contextlib.py")]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" at line {frame.lineno} ({frame.line.strip() if frame.line else frame.name})"
+
+
+def _library_answer(fn, solutions):
+    """The dotted name of the first of ``solutions`` (``"module.function"`` in vae_lite) that ``fn``
+    is, wraps or uses, else None.
+
+    Follows ``functools.partial``, ``__wrapped__`` (``jax.jit``), bound methods, and the
+    globals, closure variables and module attributes named in the code of ``fn`` and of the
+    student's own helpers it uses (not into the library, which may call itself).
+    """
+    targets = {}
+    for dotted in solutions:
+        module, name = dotted.rsplit(".", 1)
+        target = getattr(importlib.import_module(f"vae_lite.{module}"), name)
+        while target is not None:
+            targets[id(target)] = dotted
+            target = getattr(target, "__wrapped__", None)
+    seen, todo = set(), [fn]
+    while todo and len(seen) < 500:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if id(obj) in targets:
+            return targets[id(obj)]
+        if isinstance(obj, functools.partial):
+            todo += [obj.func, *obj.args, *obj.keywords.values()]
+            continue
+        todo += [getattr(obj, attr) for attr in ("__wrapped__", "__func__") if hasattr(obj, attr)]
+        code = getattr(obj, "__code__", None)
+        if not isinstance(code, types.CodeType) or str(getattr(obj, "__module__", "")).split(".")[0] in _LIBRARY:
+            continue
+        names, codes = set(), [code]
+        while codes:
+            c = codes.pop()
+            names.update(c.co_names)
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+        found = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
+        found += [obj.__globals__[n] for n in names if n in getattr(obj, "__globals__", {})]
+        found += [getattr(m, n) for m in found if isinstance(m, types.ModuleType) for n in names if hasattr(m, n)]
+        todo += [f for f in found if callable(f) or isinstance(f, functools.partial)]
+    return None
+
+
+def _filled(cell):
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises ValueError
+    except ValueError:
+        return False
+    return True
+
+
+def _exercise(*solutions):
+    """Decorator of a ``check_*``: reject the library's own answer (``solutions``: ``"module.function"``
+    in vae_lite), and give the whole check :data:`TIME_LIMIT_S`."""
+
+    def decorate(check):
+        @functools.wraps(check)
+        def run(fn):
+            used = _library_answer(fn, solutions) if callable(fn) else None
+            if used:
+                Case(check.__name__, 0, 1).fail(
+                    f"your function is, or uses, vae_lite.{used}: the library's own answer to this exercise",
+                    hint="write it yourself with jax.numpy; the lesson compares your version with the library's")
+            try:
+                with _alarm(TIME_LIMIT_S):
+                    return check(fn)
+            except _TimeUp:
+                pass
+            Case(check.__name__, 0, 1).fail(f"the check took longer than {TIME_LIMIT_S:.0f} s in all",
+                                             hint=_slow_hint())
+
+        return run
+
+    return decorate
 
 
 def _f32(a):
@@ -29,7 +211,10 @@ def _f32(a):
 
 
 def _f64(a):
-    return np.asarray(a, dtype=np.float64)
+    """A read-only float64 copy: a student's function cannot change a check's inputs or references."""
+    copy = np.array(a, dtype=np.float64)
+    copy.flags.writeable = False
+    return copy
 
 
 def _passed(check, total):
@@ -78,6 +263,7 @@ def _np_posterior(model, x):
 
 
 # ---------------------------------------------------------------- lesson 1
+@_exercise("factorization.image_log_likelihood", "factorization.dataset_log_likelihood")
 def check_image_log_likelihood(fn):
     """Lesson 1, ``ex01_image_log_lik``: ``image_log_likelihood(x (D,), p (D,)) -> scalar``.
 
@@ -89,6 +275,7 @@ def check_image_log_likelihood(fn):
         x = _f64(rng.random(size) < 0.4)
         p = _f64(_f32(rng.uniform(0.05, 0.95, size)))
         case = Case("check_image_log_likelihood", i, len(sizes), {"x": x, "p": p})
+        ref = _bernoulli_log_pmf(x, p).sum()
         got = as_array(
             case, call(case, fn, _f32(x), _f32(p)), (),
             shape_hints={(size,): "you returned one number per pixel: sum over the pixels "
@@ -96,7 +283,6 @@ def check_image_log_likelihood(fn):
             nonfinite_hint="log(0)? p is strictly inside (0, 1) here: take log(p) for white pixels "
             "and log(1 - p) for black ones, never log(x)",
         )
-        ref = _bernoulli_log_pmf(x, p).sum()
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
             hint="log p(x) = sum_j x_j log p_j + (1 - x_j) log(1 - p_j)",
             variants=[
@@ -114,6 +300,7 @@ def check_image_log_likelihood(fn):
     return _passed("check_image_log_likelihood", len(sizes))
 
 
+@_exercise("factorization.beta_bernoulli_log_marginal")
 def check_shared_theta_log_marginal(fn):
     """Lesson 1, ``ex01_shared_theta``: ``shared_theta_log_marginal(x (N,), a, b) -> scalar``.
 
@@ -122,13 +309,12 @@ def check_shared_theta_log_marginal(fn):
     inputs = ((6, 2.0, 3.0), (20, 0.5, 1.5), (50, 5.0, 1.0))
     rng = np.random.default_rng(2)
     for i, (n, a, b) in enumerate(inputs):
-        x = _f64(rng.random(n) < 0.7)
-        x[:2] = (1.0, 0.0)  # at least one of each, so that 0 < k < N
+        x = _f64(np.concatenate([[1.0, 0.0], rng.random(n - 2) < 0.7]))  # at least one of each: 0 < k < N
         k = x.sum()
         case = Case("check_shared_theta_log_marginal", i, len(inputs), {"x": x, "a": a, "b": b})
+        ref = _lbeta(a + k, b + n - k) - _lbeta(a, b)
         got = as_array(case, call(case, fn, _f32(x), a, b), (),
                        shape_hints={(n,): "you returned one value per image; return log p(x_1, ..., x_N)"})
-        ref = _lbeta(a + k, b + n - k) - _lbeta(a, b)
         mean = a / (a + b)
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
             hint="integrate the shared theta out once for all N images: "
@@ -152,6 +338,7 @@ def check_shared_theta_log_marginal(fn):
 
 
 # ---------------------------------------------------------------- lesson 2
+@_exercise("sampling.sample_mixture")
 def check_mixture_sampling(fn):
     """Lesson 2, ``ex02_mixture_sample``: ``sample_mixture(key, weights (K,), probs (K, D), n)``
     ``-> (z (n,), x (n, D))``.
@@ -161,8 +348,8 @@ def check_mixture_sampling(fn):
     (a correct sampler fails with probability < 1e-7; the keys are fixed, so the result is
     deterministic). Also checks shapes, 0/1 pixels and that the key is used.
     """
-    weights = np.array([0.1, 0.6, 0.3])
-    probs = np.array([[0.9, 0.1, 0.5, 0.2], [0.2, 0.8, 0.5, 0.9], [0.5, 0.5, 0.05, 0.6]])
+    weights = _f64([0.1, 0.6, 0.3])
+    probs = _f64([[0.9, 0.1, 0.5, 0.2], [0.2, 0.8, 0.5, 0.9], [0.5, 0.5, 0.05, 0.6]])
     num_k, size = probs.shape
     inputs = {"weights": weights, "probs": probs}
 
@@ -213,6 +400,7 @@ def check_mixture_sampling(fn):
     return _passed("check_mixture_sampling", 3)
 
 
+@_exercise("sampling.mixture_log_likelihood")
 def check_mixture_log_likelihood(fn):
     """Lesson 2, ``ex02_mixture_log_lik``: ``mixture_log_likelihood(x (D,), weights (K,), probs (K, D))``.
 
@@ -226,13 +414,13 @@ def check_mixture_log_likelihood(fn):
         weights = _f64(_f32(rng.dirichlet(np.full(num_k, 2.0))))
         probs = _f64(_f32(rng.uniform(0.05, 0.95, (num_k, size))))
         case = Case("check_mixture_log_likelihood", i, len(shapes), {"x": x, "weights": weights, "probs": probs})
+        per_k = _bernoulli_log_pmf(x, probs).sum(axis=1)  # (K,)
+        ref = _logsumexp(np.log(weights) + per_k)
         got = as_array(case, call(case, fn, _f32(x), _f32(weights), _f32(probs)), (),
             shape_hints={(num_k,): "one value per component: combine them with logsumexp over k",
                          (size,): "one value per pixel: sum log-probabilities over pixels, then logsumexp over k"},
             nonfinite_hint="with many pixels the product of probabilities underflows to 0 and log(0) = -inf: "
             "stay in log space, jax.nn.logsumexp(jnp.log(weights) + per-component log-likelihoods)")
-        per_k = _bernoulli_log_pmf(x, probs).sum(axis=1)  # (K,)
-        ref = _logsumexp(np.log(weights) + per_k)
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
             hint="log p(x) = logsumexp_k [log w_k + sum_j log Bern(x_j; probs_kj)]",
             variants=[
@@ -250,6 +438,7 @@ def check_mixture_log_likelihood(fn):
 
 
 # ---------------------------------------------------------------- lesson 3
+@_exercise("posterior.normalize_on_grid")
 def check_grid_normalization(fn):
     """Lesson 3, ``ex03_grid_normalize``: ``normalize_on_grid(log_joint_values (G,), cell_volume)``
     ``-> (log_posterior (G,), log_evidence)``.
@@ -268,13 +457,13 @@ def check_grid_normalization(fn):
     for i, (values, volume) in enumerate(inputs):
         size = values.shape[0]
         case = Case("check_grid_normalization", i, len(inputs), {"log_joint_values": values, "cell_volume": volume})
+        total = _logsumexp(values)
+        ref_ev = total + np.log(volume)
         log_post, log_ev = unpack(case, call(case, fn, _f32(values), volume), ("log_posterior", "log_evidence"))
         nonfinite = "exp of values around -1000 underflows to 0: use jax.nn.logsumexp, not log(sum(exp(...)))"
         log_ev = as_array(case, log_ev, (), name="log_evidence", nonfinite_hint=nonfinite, shape_hints={
             (size,): "return (log_posterior, log_evidence) in this order"})
         log_post = as_array(case, log_post, (size,), name="log_posterior", nonfinite_hint=nonfinite)
-        total = _logsumexp(values)
-        ref_ev = total + np.log(volume)
         expect_close(case, log_ev, ref_ev, rtol=1e-5, atol=2e-3, name="log_evidence",
             hint="p(x) = integral p(x, z) dz ~ sum_g p(x, z_g) * cell_volume: "
             "log_evidence = logsumexp(values) + log(cell_volume)",
@@ -299,6 +488,7 @@ def check_grid_normalization(fn):
     return _passed("check_grid_normalization", len(inputs))
 
 
+@_exercise("posterior.naive_log_evidence")
 def check_naive_log_evidence(fn):
     """Lesson 3, ``ex03_naive_mc``: ``naive_log_evidence(key, log_likelihood, latent_dim, num_samples)``.
 
@@ -319,18 +509,21 @@ def check_naive_log_evidence(fn):
         case = Case("check_naive_log_evidence", i, len(inputs), {
             "key": f"jax.random.key({i})", "log_likelihood": f"log p(x|z) of a linear-Gaussian model, x {x.shape}",
             "latent_dim": d, "num_samples": num_samples})
-        got = as_array(case, call(case, fn, key, log_likelihood, d, num_samples), (),
-            shape_hints={(num_samples,): "average the likelihoods over the samples (logsumexp - log S)"},
-            nonfinite_hint="p(x|z) is below float32's smallest number here, so exp underflows to 0: "
-            "use jax.nn.logsumexp(log_likelihoods) - jnp.log(num_samples)")
 
         def estimate(z, model=model, x=x):
             z = _f64(z)
             log_lik = _np_log_joint(model, x, z) + 0.5 * np.sum(np.log(2 * np.pi) + z**2, -1)
             return _logsumexp(log_lik) - np.log(len(log_lik)), log_lik
 
-        z = _f64(jax.random.normal(key, (num_samples, d)))
-        ref, log_lik = estimate(z)
+        # the student's samples, float32 or (under jax_enable_x64) float64: the two differ
+        samples = [_f64(jax.random.normal(key, (num_samples, d), dtype)) for dtype in (jnp.float32, None)]
+        references = [estimate(z) for z in samples]
+        got = as_array(case, call(case, fn, key, log_likelihood, d, num_samples), (),
+            shape_hints={(num_samples,): "average the likelihoods over the samples (logsumexp - log S)"},
+            nonfinite_hint="p(x|z) is below float32's smallest number here, so exp underflows to 0: "
+            "use jax.nn.logsumexp(log_likelihoods) - jnp.log(num_samples)")
+        best = int(np.argmin([abs(got - r[0]) for r in references]))
+        z, (ref, log_lik) = samples[best], references[best]
         log_prior = -0.5 * np.sum(np.log(2 * np.pi) + z**2, axis=-1)
         other_samples = "your samples differ: use exactly z = jax.random.normal(key, (num_samples, latent_dim))"
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
@@ -370,6 +563,7 @@ def _expected_log_q(log_var, var):
     return -0.5 * np.sum(np.log(2 * np.pi) + log_var + var / np.exp(log_var))
 
 
+@_exercise("elbo.elbo", "elbo.elbo_entropy_form", "elbo.elbo_kl_form")
 def check_elbo(fn):
     """Lesson 4, ``ex04_elbo``: ``elbo_estimate(key, log_joint, mu (d,), log_var (d,), num_samples)``.
 
@@ -390,11 +584,11 @@ def check_elbo(fn):
         case = Case("check_elbo", i, len(qs), {"key": f"jax.random.key({i})",
                     "log_joint": "log p(x, z) of a linear-Gaussian model", "mu": mu, "log_var": log_var,
                     "num_samples": num_samples})
+        var = np.exp(log_var)
+        ref = _expected_log_joint(model, x, mu, var) - _expected_log_q(log_var, var)
         got = as_array(case, call(case, fn, jax.random.key(i), log_joint, _f32(mu), _f32(log_var), num_samples), (),
             shape_hints={(num_samples,): "average over the samples (jnp.mean)"},
             nonfinite_hint="log_var is a LOG-variance and may be negative: sigma = exp(0.5 * log_var)")
-        var = np.exp(log_var)
-        ref = _expected_log_joint(model, x, mu, var) - _expected_log_q(log_var, var)
         entropy = -_expected_log_q(log_var, var)
         z = mu + np.sqrt(var) * np.random.default_rng(i).standard_normal((20_000, 2))
         log_w = _np_log_joint(model, x, z) + 0.5 * np.sum(np.log(2 * np.pi) + log_var + (z - mu) ** 2 / var, 1)
@@ -420,6 +614,7 @@ def check_elbo(fn):
     return _passed("check_elbo", len(qs))
 
 
+@_exercise("distributions.kl_normal_std")
 def check_kl_normal_std(fn):
     """Lesson 4, ``ex04_kl``: ``kl_to_standard_normal(mu (d,), log_var (d,)) -> scalar``.
 
@@ -432,11 +627,11 @@ def check_kl_normal_std(fn):
         mu, log_var = _f64(_f32(mu)), _f64(_f32(log_var))
         d = len(mu)
         case = Case("check_kl_normal_std", i, len(inputs), {"mu": mu, "log_var": log_var})
+        ref = _kl_std(mu, log_var)
         got = as_array(case, call(case, fn, _f32(mu), _f32(log_var)), (),
             shape_hints={(d,): "one value per latent dimension: sum them"},
             nonfinite_hint="log of a negative number? log_var is already the log of the variance (it can be "
             "negative); the variance is exp(log_var)")
-        ref = _kl_std(mu, log_var)
         var = np.exp(log_var)
         sigma_hint = "you used sigma = exp(0.5 * log_var) where the formula needs the variance exp(log_var)"
         expect_close(case, got, ref, rtol=1e-5, atol=1e-4,
@@ -458,6 +653,7 @@ def check_kl_normal_std(fn):
 
 
 # ---------------------------------------------------------------- lesson 5
+@_exercise("distributions.reparameterize")
 def check_reparameterized_sample(fn):
     """Lesson 5, ``ex05_reparam``: ``reparameterize(key, mu, log_var) -> z`` (shape of ``mu``).
 
@@ -471,9 +667,12 @@ def check_reparameterized_sample(fn):
         key = jax.random.key(i)
         case = Case("check_reparameterized_sample", i, len(shapes),
                     {"key": f"jax.random.key({i})", "mu": mu, "log_var": log_var})
+        sigma = np.exp(0.5 * log_var)
+        # eps drawn in float32 (mu's dtype) or, under jax_enable_x64, in float64: the two differ
+        draws = [_f64(jax.random.normal(key, shape, dtype)) for dtype in (jnp.float32, None)]
         got = as_array(case, call(case, fn, key, _f32(mu), _f32(log_var)), shape,
             nonfinite_hint="sqrt or log of a negative log_var? sigma = exp(0.5 * log_var)")
-        eps, sigma = _f64(jax.random.normal(key, shape)), np.exp(0.5 * log_var)
+        eps = min(draws, key=lambda e: np.max(np.abs(got - (mu + sigma * e))))
         ref = mu + sigma * eps
         hint = "z = mu + exp(0.5 * log_var) * eps with eps = jax.random.normal(key, mu.shape)"
         other_eps = ("mu + sigma * eps looks right but eps differs: use eps = jax.random.normal(key, mu.shape) "
@@ -510,6 +709,7 @@ def check_reparameterized_sample(fn):
     return _passed("check_reparameterized_sample", len(shapes))
 
 
+@_exercise()
 def check_negative_elbo(fn):
     """Lesson 5, ``ex05_vae_loss``: ``negative_elbo_loss(x (B, D), logits (B, D), mu (B, d), log_var (B, d))``.
 
@@ -527,14 +727,14 @@ def check_negative_elbo(fn):
         mu, log_var = _f64(_f32(rng.normal(size=(batch, d)))), _f64(_f32(rng.uniform(-2, 1, (batch, d))))
         case = Case("check_negative_elbo", i, len(shapes), {"x": x, "logits": logits, "mu": mu, "log_var": log_var})
         args = tuple(_f32(a) for a in (x, logits, mu, log_var))
+        rec = np.sum(x * logits - np.logaddexp(0, logits), axis=1)  # (B,)
+        kl = _kl_std(mu, log_var)
+        ref = np.mean(kl - rec)
         got = as_array(case, call(case, fn, *args), (),
             shape_hints={(batch,): "one loss per example: take the mean over the batch"},
             nonfinite_hint="log(0): log(sigmoid(logits)) underflows for large |logits|; use the stable "
             "vae_lite.distributions.log_bernoulli(x, logits) (or jax.nn.log_sigmoid / softplus), and remember "
             "the decoder outputs logits, not probabilities")
-        rec = np.sum(x * logits - np.logaddexp(0, logits), axis=1)  # (B,)
-        kl = _kl_std(mu, log_var)
-        ref = np.mean(kl - rec)
         probs = 1 / (1 + np.exp(-logits))
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
             hint="loss = mean over the batch of [KL(q(z|x_b) || N(0, I)) - sum_j log Bern(x_bj; sigmoid(logits_bj))]",
@@ -561,6 +761,7 @@ def check_negative_elbo(fn):
 
 
 # ---------------------------------------------------------------- lesson 6
+@_exercise("inference.mean_field_step")
 def check_mean_field_step(fn):
     """Lesson 6, ``ex06_mf_step``: ``mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples)``
     ``-> (new_mu, new_log_var)``.
@@ -570,16 +771,12 @@ def check_mean_field_step(fn):
     """
     model, x = _linear_gaussian(60, 4, 2, 0.8)
     log_joint = model.log_joint(x)
-    inputs = ((np.array([0.5, -0.3]), np.array([-1.0, -0.5]), 0.05, 32), (np.zeros(2), np.zeros(2), 0.1, 8))
+    inputs = ((_f64([0.5, -0.3]), _f64([-1.0, -0.5]), 0.05, 32), (_f64(np.zeros(2)), _f64(np.zeros(2)), 0.1, 8))
     for i, (mu, log_var, lr, num_samples) in enumerate(inputs):
         key = jax.random.key(i)
         case = Case("check_mean_field_step", i, len(inputs), {
             "key": f"jax.random.key({i})", "log_joint": "log p(x, z) of a linear-Gaussian model", "mu": mu,
             "log_var": log_var, "learning_rate": lr, "num_samples": num_samples})
-        out = call(case, fn, key, log_joint, _f32(mu), _f32(log_var), lr, num_samples)
-        new_mu, new_log_var = unpack(case, out, ("new_mu", "new_log_var"))
-        got = np.concatenate([as_array(case, new_mu, (2,), name="new_mu"),
-                              as_array(case, new_log_var, (2,), name="new_log_var")])
 
         def grad(k, mu=mu, log_var=log_var, num_samples=num_samples):
             g = jax.grad(elbo.elbo, argnums=(2, 3))(k, log_joint, _f32(mu), _f32(log_var), num_samples)
@@ -587,6 +784,10 @@ def check_mean_field_step(fn):
 
         old, g = np.concatenate([mu, log_var]), grad(key)
         ref = old + lr * g
+        out = call(case, fn, key, log_joint, _f32(mu), _f32(log_var), lr, num_samples)
+        new_mu, new_log_var = unpack(case, out, ("new_mu", "new_log_var"))
+        got = np.concatenate([as_array(case, new_mu, (2,), name="new_mu"),
+                              as_array(case, new_log_var, (2,), name="new_log_var")])
         other_key = "the gradient differs: use vae_lite.elbo.elbo(key, ...) with the key as given (no splitting)"
         expect_close(case, got, ref, rtol=1e-4, atol=1e-4, name="(new_mu, new_log_var)",
             hint="new = old + learning_rate * gradient of vae_lite.elbo.elbo w.r.t. (mu, log_var), "
@@ -604,6 +805,7 @@ def check_mean_field_step(fn):
     return _passed("check_mean_field_step", len(inputs))
 
 
+@_exercise("inference.inference_gaps")
 def check_inference_gaps(fn):
     """Lesson 6, ``ex06_gaps``: ``inference_gaps(log_px, elbo_optimal, elbo_encoder)`` (each ``(N,)``)
     ``-> (approximation_gap (N,), amortization_gap (N,))``.
@@ -618,12 +820,12 @@ def check_inference_gaps(fn):
         log_px = _f64(_f32(elbo_optimal + rng.uniform(0.1, 2.0, n)))
         case = Case("check_inference_gaps", i, len(sizes),
                     {"log_px": log_px, "elbo_optimal": elbo_optimal, "elbo_encoder": elbo_encoder})
+        gap_a, gap_m, total = log_px - elbo_optimal, elbo_optimal - elbo_encoder, log_px - elbo_encoder
         out = call(case, fn, _f32(log_px), _f32(elbo_optimal), _f32(elbo_encoder))
         approx, amort = unpack(case, out, ("approximation_gap", "amortization_gap"))
         mean_hint = {(): "return one gap per data point (N,), don't average"}
         got = np.concatenate([as_array(case, approx, (n,), name="approximation_gap", shape_hints=mean_hint),
                               as_array(case, amort, (n,), name="amortization_gap", shape_hints=mean_hint)])
-        gap_a, gap_m, total = log_px - elbo_optimal, elbo_optimal - elbo_encoder, log_px - elbo_encoder
         expect_close(case, got, np.concatenate([gap_a, gap_m]), rtol=1e-5, atol=1e-3,
             name="(approximation_gap, amortization_gap)",
             hint="approximation gap = log p(x) - ELBO(best q); amortization gap = ELBO(best q) - ELBO(encoder's q)",
@@ -641,6 +843,7 @@ def check_inference_gaps(fn):
 
 
 # ---------------------------------------------------------------- lesson 7
+@_exercise("explorer.interpolate")
 def check_interpolation(fn):
     """Lesson 7, ``ex07_interpolate``: ``interpolate(z0 (d,), z1 (d,), t (T,)) -> (T, d)``.
 
@@ -652,11 +855,11 @@ def check_interpolation(fn):
         z0, z1 = _f64(_f32(rng.normal(size=d))), _f64(_f32(rng.normal(size=d)))
         t = _f64(_f32(t))
         case = Case("check_interpolation", i, len(inputs), {"z0": z0, "z1": z1, "t": t})
+        tt = t[:, None]
+        ref = (1 - tt) * z0 + tt * z1
         got = as_array(case, call(case, fn, _f32(z0), _f32(z1), _f32(t)), (len(t), d),
                        shape_hints={(d, len(t)): "transposed: one row per value of t, shape (T, d); "
                                     "use t[:, None] to broadcast"})
-        tt = t[:, None]
-        ref = (1 - tt) * z0 + tt * z1
         expect_close(case, got, ref, rtol=1e-5, atol=1e-5,
             hint="row k is (1 - t_k) * z0 + t_k * z1: t = 0 gives z0, t = 1 gives z1",
             variants=[
@@ -667,6 +870,7 @@ def check_interpolation(fn):
     return _passed("check_interpolation", len(inputs))
 
 
+@_exercise("explorer.inverse_cdf_grid")
 def check_inverse_cdf_grid(fn):
     """Lesson 7, ``ex07_inverse_cdf``: ``inverse_cdf_grid(num_points) -> (num_points,)``.
 
@@ -675,12 +879,12 @@ def check_inverse_cdf_grid(fn):
     sizes = (4, 11, 1)
     for i, n in enumerate(sizes):
         case = Case("check_inverse_cdf_grid", i, len(sizes), {"num_points": n})
-        got = as_array(case, call(case, fn, n), (n,),
-            nonfinite_hint="the inverse CDF of 0 is -inf and of 1 is +inf, so a grid of probabilities "
-            "including 0 and 1 (jnp.linspace(0, 1, n)) breaks; use the midpoints (i + 0.5) / n")
         normal = NormalDist()
         probs = (np.arange(n) + 0.5) / n
         ref = np.array([normal.inv_cdf(p) for p in probs])
+        got = as_array(case, call(case, fn, n), (n,),
+            nonfinite_hint="the inverse CDF of 0 is -inf and of 1 is +inf, so a grid of probabilities "
+            "including 0 and 1 (jnp.linspace(0, 1, n)) breaks; use the midpoints (i + 0.5) / n")
         expect_close(case, got, ref, rtol=1e-4, atol=1e-4,
             hint="quantiles Phi^-1((i + 0.5) / n) for i = 0..n-1, e.g. jax.scipy.stats.norm.ppf",
             variants=[
