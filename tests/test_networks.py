@@ -45,5 +45,5 @@ def test_wrong_image_shape_raises():
         model.encoder(jnp.zeros((3, 28, 28)))
     with pytest.raises(ValueError, match="latent"):
         model.decoder(jnp.zeros((3, 5)))
-    with pytest.raises(ValueError, match="floating point"):
+    with pytest.raises(ValueError, match="floating-point array, got dtype int32"):
         model.encoder(jnp.zeros((3, 784), dtype=jnp.int32))

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_lite import _args
 from vae_lite._runtime import CACHE_ENV, atomic_write_bytes, cache_dir  # noqa: F401 - public here too
 
 DATA_ENV = "VAE_LITE_DATA"
@@ -368,6 +369,13 @@ def _check_intensities(x):
             f"binarize needs intensities in [0, 1] as floats, got {dtype} values; "
             "pass dataset.x_train[...] (already scaled) or divide by the maximum level (e.g. x / 255)."
         )
+    values = _args.concrete(x)
+    if values is not None and values.size and not (np.nanmin(values) >= 0 and np.nanmax(values) <= 1):
+        raise ValueError(
+            f"binarize needs intensities in [0, 1], got values from {np.nanmin(values):.4g} to "
+            f"{np.nanmax(values):.4g}; grey levels 0-255 must be divided by 255 first."
+        )
+    _args.finite("x", values if values is not None else x, "Intensities must be numbers in [0, 1].")
 
 
 def binarize(key, x):

@@ -7,59 +7,9 @@ same function serves a single vector ``(dim,)`` and a batch ``(batch, dim)``.
 import jax
 import jax.numpy as jnp
 
+from vae_lite import _args
+
 LOG_2PI = jnp.log(2.0 * jnp.pi)
-
-
-def check_same_shape(name_a, a, name_b, b, fix=""):
-    """Raise ``ValueError`` unless ``a`` and ``b`` have the same shape (checked at trace time)."""
-    if jnp.shape(a) != jnp.shape(b):
-        hint = f" {fix}" if fix else ""
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same shape, got {name_a}: "
-            f"{jnp.shape(a)} and {name_b}: {jnp.shape(b)}.{hint}"
-        )
-
-
-def check_compatible(name_a, a, name_b, b, fix=""):
-    """Raise ``ValueError`` unless the last axes agree and the leading axes broadcast."""
-    shape_a, shape_b = jnp.shape(a), jnp.shape(b)
-    try:
-        ok = len(shape_a) > 0 and len(shape_b) > 0 and shape_a[-1] == shape_b[-1]
-        jnp.broadcast_shapes(shape_a, shape_b)
-    except ValueError:
-        ok = False
-    if not ok:
-        hint = f" {fix}" if fix else ""
-        raise ValueError(
-            f"{name_a} {shape_a} and {name_b} {shape_b} must share the last axis and "
-            f"broadcast in the leading ones.{hint}"
-        )
-
-
-def check_floating(name, a):
-    """Raise ``ValueError`` unless ``a`` holds floating-point numbers."""
-    dtype = jnp.result_type(a)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(
-            f"{name} must be a floating-point array, got dtype {dtype}. "
-            f"Convert it first, e.g. {name}.astype(jnp.float32)."
-        )
-
-
-def check_gaussian_q(mu, log_var, num_samples=1):
-    """Raise ``ValueError`` unless (mu, log_var) is one Gaussian q over a latent vector and S >= 1.
-
-    Shared by the Monte Carlo estimators of lessons 4 and 5.
-    """
-    check_floating("mu", mu)
-    check_same_shape("mu", mu, "log_var", log_var)
-    if jnp.ndim(mu) != 1:
-        raise ValueError(
-            f"mu must be one latent vector (latent_dim,), got shape {jnp.shape(mu)}; "
-            "use jax.vmap over data points."
-        )
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
 
 
 def log_normal_diag(x, mu, log_var):
@@ -76,9 +26,9 @@ def log_normal_diag(x, mu, log_var):
     Returns:
         ``(...)`` log-densities. Introduced in lesson 3.
     """
-    check_floating("x", x)
-    check_compatible("x", x, "mu", mu)
-    check_compatible("x", x, "log_var", log_var, "Pass one log-variance per dimension.")
+    _args.floating("x", x)
+    _args.compatible("x", x, "mu", mu)
+    _args.compatible("x", x, "log_var", log_var, "Pass one log-variance per dimension.")
     return -0.5 * jnp.sum(LOG_2PI + log_var + (x - mu) ** 2 * jnp.exp(-log_var), axis=-1)
 
 
@@ -91,7 +41,7 @@ def log_normal_std(z):
     Returns:
         ``(...)`` log p(z). Introduced in lesson 2.
     """
-    check_floating("z", z)
+    _args.floating("z", z)
     return -0.5 * jnp.sum(LOG_2PI + z**2, axis=-1)
 
 
@@ -110,8 +60,8 @@ def log_bernoulli(x, logits):
     Returns:
         ``(...)`` log-probabilities. Introduced in lesson 1.
     """
-    check_floating("x", x)
-    check_compatible("x", x, "logits", logits, "Flatten images to (batch, pixels) first.")
+    _args.floating("x", x)
+    _args.compatible("x", x, "logits", logits, "Flatten images to (batch, pixels) first.")
     return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
 
 
@@ -127,8 +77,8 @@ def kl_normal_std(mu, log_var):
     Returns:
         ``(...)`` KL divergences in nats (>= 0). Introduced in lesson 4.
     """
-    check_floating("mu", mu)
-    check_same_shape("mu", mu, "log_var", log_var)
+    _args.floating("mu", mu)
+    _args.same_shape("mu", mu, "log_var", log_var)
     return 0.5 * jnp.sum(mu**2 + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
 
 
@@ -145,8 +95,11 @@ def reparameterize(key, mu, log_var, num_samples=None):
     Returns:
         ``z`` with ``mu``'s shape, or ``(num_samples, *mu.shape)``. Introduced in lesson 5.
     """
-    check_floating("mu", mu)
-    check_same_shape("mu", mu, "log_var", log_var)
+    _args.prng_key("key", key)
+    _args.floating("mu", mu)
+    _args.same_shape("mu", mu, "log_var", log_var)
+    if num_samples is not None:
+        num_samples = _args.count("num_samples", num_samples)
     shape = jnp.shape(mu) if num_samples is None else (num_samples, *jnp.shape(mu))
     eps = jax.random.normal(key, shape, dtype=jnp.result_type(mu))
     return mu + jnp.exp(0.5 * log_var) * eps

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vae_lite import _args
 from vae_lite.distributions import (
     LOG_2PI,
-    check_floating,
-    check_gaussian_q,
     kl_normal_std,
     log_normal_diag,
     log_normal_std,
@@ -33,7 +32,8 @@ from vae_lite.posterior import decoder_log_joint
 
 def _log_weights(key, log_joint, mu, log_var, num_samples):
     """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
-    check_gaussian_q(mu, log_var, num_samples)
+    _args.prng_key("key", key)
+    mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
     return _log_weights_compiled(key, log_joint, mu, log_var, num_samples)
 
 
@@ -42,7 +42,9 @@ def _log_weights(key, log_joint, mu, log_var, num_samples):
 @functools.partial(jax.jit, static_argnames=("log_joint", "num_samples"))
 def _log_weights_compiled(key, log_joint, mu, log_var, num_samples):
     z = reparameterize(key, mu, log_var, num_samples)  # (num_samples, latent_dim)
-    return jax.vmap(log_joint)(z) - log_normal_diag(z, mu, log_var)
+    values = jax.vmap(log_joint)(z)
+    _args.one_value_per_sample("log_joint", values, num_samples)  # at trace time: costs nothing per call
+    return values - log_normal_diag(z, mu, log_var)
 
 
 def elbo(key, log_joint, mu, log_var, num_samples):
@@ -84,7 +86,7 @@ def gaussian_entropy(log_var):
     Returns:
         ``(...)``. Introduced in lesson 4.
     """
-    check_floating("log_var", log_var)
+    _args.floating("log_var", log_var)
     return 0.5 * jnp.sum(LOG_2PI + 1.0 + log_var, axis=-1)
 
 
@@ -96,9 +98,12 @@ def elbo_entropy_form(key, log_joint, mu, log_var, num_samples):
     Same arguments as :func:`elbo`; with the same key it uses the same samples.
     Returns a scalar. Introduced in lesson 4.
     """
-    check_gaussian_q(mu, log_var, num_samples)
+    mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
+    _args.prng_key("key", key)
     z = reparameterize(key, mu, log_var, num_samples)
-    return jnp.mean(jax.vmap(log_joint)(z)) + gaussian_entropy(log_var)
+    values = jax.vmap(log_joint)(z)
+    _args.one_value_per_sample("log_joint", values, num_samples)
+    return jnp.mean(values) + gaussian_entropy(log_var)
 
 
 def elbo_kl_form(key, log_likelihood, mu, log_var, num_samples):
@@ -117,9 +122,12 @@ def elbo_kl_form(key, log_likelihood, mu, log_var, num_samples):
     Returns:
         scalar. Introduced in lesson 4.
     """
-    check_gaussian_q(mu, log_var, num_samples)
+    mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
+    _args.prng_key("key", key)
     z = reparameterize(key, mu, log_var, num_samples)
-    return jnp.mean(jax.vmap(log_likelihood)(z)) - kl_normal_std(mu, log_var)
+    values = jax.vmap(log_likelihood)(z)
+    _args.one_value_per_sample("log_likelihood", values, num_samples, what="log p(x | z)")
+    return jnp.mean(values) - kl_normal_std(mu, log_var)
 
 
 def kl_normal_std_mc(key, mu, log_var, num_samples):
@@ -130,7 +138,8 @@ def kl_normal_std_mc(key, mu, log_var, num_samples):
     Unbiased, but noisy; compare :func:`vae_lite.distributions.kl_normal_std`.
     Args as for :func:`elbo` (no ``log_joint``). Returns a scalar. Introduced in lesson 4.
     """
-    check_gaussian_q(mu, log_var, num_samples)
+    mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
+    _args.prng_key("key", key)
     z = reparameterize(key, mu, log_var, num_samples)
     return jnp.mean(log_normal_diag(z, mu, log_var) - log_normal_std(z))
 
@@ -200,6 +209,8 @@ def linear_gaussian_elbo(model, x, mean_q, cov_q):
 
 def _vae_log_weights(key, model, x, num_samples):
     """``(batch, num_samples)`` log-weights log p(x, z) - log q(z|x) for a VAE's encoder and decoder."""
+    _args.prng_key("key", key)
+    num_samples = _args.count("num_samples", num_samples)
     if jnp.ndim(x) != 2:
         raise ValueError(f"x must be a batch of flat images (batch, pixels), got shape {jnp.shape(x)}.")
     return _vae_log_weights_compiled(key, model, jnp.asarray(x), num_samples)

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import betaln
 
-from vae_lite.distributions import check_floating
+from vae_lite import _args
 
 
 def _check_images(name, x, ndim=(2,)):
-    check_floating(name, x)
+    _args.floating(name, x)
     if jnp.ndim(x) not in ndim:
         expected = " or ".join(f"{d}-D" for d in ndim)
         raise ValueError(
@@ -71,7 +71,7 @@ def image_log_likelihood(x, probs):
         ``(...)`` log-probabilities, one per image. Introduced in lesson 1
         (exercise ``ex01_image_log_lik``).
     """
-    check_floating("x", x)
+    _args.floating("x", x)
     _check_pixels(x, probs)
     return _bernoulli_pixels_log_lik(x, probs)
 

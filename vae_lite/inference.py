@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
+from vae_lite import _args
 from vae_lite import elbo as elbo_lib
 from vae_lite.posterior import decoder_log_joint
 
@@ -48,12 +49,6 @@ def _as_partial(log_joint):
     if not callable(log_joint):
         raise ValueError(f"log_joint must be a callable (x_i, z) -> scalar, got {type(log_joint).__name__}.")
     return log_joint if isinstance(log_joint, Partial) else Partial(log_joint)
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _check_params(x, mu, log_var, fix="Pass one row of (mu, log_var) per data point."):
@@ -159,16 +154,16 @@ def fit_mean_field(
     Returns:
         a :class:`MeanFieldFit`. Introduced in lesson 6.
     """
-    num_steps = _positive_int("num_steps", num_steps)
-    check_every = _positive_int("check_every", check_every)
-    num_samples = _positive_int("num_samples", num_samples)
+    num_steps = _args.count("num_steps", num_steps)
+    check_every = _args.count("check_every", check_every)
+    num_samples = _args.count("num_samples", num_samples)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
     x = jnp.asarray(x)
     if init is None:
         if latent_dim is None:
             raise ValueError("Pass latent_dim (to start at the prior) or init=(mu, log_var).")
-        latent_dim = _positive_int("latent_dim", latent_dim)
+        latent_dim = _args.count("latent_dim", latent_dim)
         init = (jnp.zeros((x.shape[0], latent_dim), x.dtype),) * 2
     params = tuple(jnp.asarray(p, x.dtype) for p in init)
     if len(params) != 2:
@@ -220,7 +215,7 @@ _per_point_batched = jax.jit(_per_point_batched, static_argnames=("estimator", "
 
 
 def _estimate(estimator, key, log_joint, x, mu, log_var, num_samples, batch_size):
-    num_samples = _positive_int("num_samples", num_samples)
+    num_samples = _args.count("num_samples", num_samples)
     x = jnp.asarray(x)
     _check_params(x, mu, log_var)
     batch_size = batch_size or max(1, min(x.shape[0], 2**13 // num_samples))  # bound memory
@@ -285,7 +280,7 @@ def semi_amortized(key, log_joint, x, encoder, num_steps, **fit_kwargs):
     arguments go to :func:`fit_mean_field`. Returns ``(mu, log_var)``, each ``(N, latent_dim)``.
     Introduced in lesson 6.
     """
-    num_steps = _positive_int("num_steps", num_steps, minimum=0)
+    num_steps = _args.count("num_steps", num_steps, minimum=0)
     mu, log_var = encoder(x)
     if num_steps == 0:
         return mu, log_var
@@ -299,11 +294,11 @@ def seconds_per_point(fn, num_points, repeats=3):
     """
     jax.block_until_ready(fn())
     best = np.inf
-    for _ in range(_positive_int("repeats", repeats)):
+    for _ in range(_args.count("repeats", repeats)):
         start = time.perf_counter()
         jax.block_until_ready(fn())
         best = min(best, time.perf_counter() - start)
-    return best / _positive_int("num_points", num_points)
+    return best / _args.count("num_points", num_points)
 
 
 def gaussian_mean_field_optimum(mean, cov):

@@ -9,14 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-
-def check_last_axis(name, a, size, fix="Flatten images first: x.reshape(len(x), -1)."):
-    """Raise ``ValueError`` unless ``a`` is a float array whose last axis has ``size`` entries."""
-    shape = jnp.shape(a)
-    if len(shape) == 0 or shape[-1] != size:
-        raise ValueError(f"{name} must have shape (..., {size}), got {shape}. {fix}")
-    if not jnp.issubdtype(jnp.result_type(a), jnp.floating):
-        raise ValueError(f"{name} must be floating point, got dtype {jnp.result_type(a)}.")
+from vae_lite import _args
 
 
 class MLP(nnx.Module):
@@ -50,7 +43,7 @@ class Encoder(nnx.Module):
         self.net = MLP((num_pixels, *hidden, 2 * latent_dim), rngs=rngs)
 
     def __call__(self, x):
-        check_last_axis("x", x, self.num_pixels)
+        _args.last_axis("x", x, self.num_pixels)
         mu, log_var = jnp.split(self.net(x), 2, axis=-1)
         return mu, log_var
 
@@ -66,7 +59,7 @@ class Decoder(nnx.Module):
         self.net = MLP((latent_dim, *hidden, num_pixels), rngs=rngs)
 
     def __call__(self, z):
-        check_last_axis("z", z, self.latent_dim, "Pass one latent vector per row.")
+        _args.last_axis("z", z, self.latent_dim, "Pass one latent vector per row.")
         return self.net(z)
 
 
@@ -103,7 +96,7 @@ class CodeEncoder(nnx.Module):
         self.net = MLP((num_pixels, *hidden, latent_dim), rngs=rngs)
 
     def __call__(self, x):
-        check_last_axis("x", x, self.num_pixels)
+        _args.last_axis("x", x, self.num_pixels)
         return self.net(x)
 
 

@@ -9,7 +9,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from vae_lite import _args
 from vae_lite.distributions import log_bernoulli, log_normal_std
 
 
@@ -96,6 +98,39 @@ class GridPosterior(NamedTuple):
 GRID_BLOCK = 2048  # grid points evaluated together by grid_posterior
 
 
+MAX_GRID_POINTS = 2**24  # about 17 million points: a 4097 x 4097 grid
+
+
+def _check_axes(axes):
+    """The axes as arrays, checked: 1-D, at least 2 points, evenly spaced, a grid of sensible size."""
+    if hasattr(axes, "ndim") and axes.ndim == 2 and axes.shape[0] > 8:
+        raise ValueError(
+            f"grid must be a list of d 1-D axes (one per latent dimension), got one array of shape {axes.shape}; "
+            "pass the axes themselves, e.g. [jnp.linspace(-4, 4, 101)] * 2, not make_grid(...)'s points."
+        )
+    axes = [jnp.asarray(a) for a in axes]
+    if not axes:
+        raise ValueError("axes must hold at least one 1-D array (one per latent dimension).")
+    for i, a in enumerate(axes):
+        if a.ndim != 1 or a.shape[0] < 2:
+            raise ValueError(f"axis {i} must be a 1-D array of at least 2 points, got shape {a.shape}.")
+        _args.floating(f"axis {i}", a)
+        values = _args.concrete(a)
+        steps = np.diff(values.astype(np.float64)) if values is not None else np.ones(1)
+        if not (np.all(steps > 0) and np.allclose(steps, steps[0], rtol=1e-3, atol=0)):
+            raise ValueError(
+                f"axis {i} must be increasing and evenly spaced (quadrature weighs every point by one cell "
+                f"volume), got steps from {steps.min():.4g} to {steps.max():.4g}; use jnp.linspace(low, high, n)."
+            )
+    size = float(np.prod([a.shape[0] for a in axes], dtype=np.float64))
+    if size > MAX_GRID_POINTS:
+        raise ValueError(
+            f"a grid of {' x '.join(str(a.shape[0]) for a in axes)} = {size:.3g} points is too large "
+            f"(at most {MAX_GRID_POINTS}); a grid costs G**d evaluations, so use fewer points or dimensions."
+        )
+    return axes
+
+
 def make_grid(axes):
     """Points of the regular grid spanned by 1-D ``axes``.
 
@@ -107,12 +142,7 @@ def make_grid(axes):
         fastest), so ``values.reshape(G1, ..., Gd)`` puts axis i along array axis i.
         Introduced in lesson 3.
     """
-    axes = [jnp.asarray(a) for a in axes]
-    if not axes:
-        raise ValueError("axes must hold at least one 1-D array (one per latent dimension).")
-    for i, a in enumerate(axes):
-        if a.ndim != 1 or a.shape[0] < 2:
-            raise ValueError(f"axis {i} must be a 1-D array of at least 2 points, got shape {a.shape}.")
+    axes = _check_axes(axes)
     return jnp.stack([m.ravel() for m in jnp.meshgrid(*axes, indexing="ij")], axis=-1)
 
 
@@ -162,6 +192,7 @@ def grid_posterior(log_joint, grid):
     Returns:
         a :class:`GridPosterior`. Introduced in lesson 3.
     """
+    grid = _check_axes(grid)
     points = make_grid(grid)
     cell_volume = 1.0
     for a in grid:

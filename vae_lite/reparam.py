@@ -17,7 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_lite.distributions import check_gaussian_q, log_normal_diag, reparameterize
+from vae_lite import _args
+from vae_lite.distributions import log_normal_diag, reparameterize
 
 
 def _check_scalar_f(f, mu):
@@ -41,7 +42,8 @@ def score_function_grad(key, f, mu, log_var, num_samples):
         ``(grad_mu, grad_log_var)``, each ``(num_samples, latent_dim)``; their means over
         axis 0 are unbiased estimates of the gradient. Introduced in lesson 5.
     """
-    check_gaussian_q(mu, log_var, num_samples)
+    _args.prng_key("key", key)
+    mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
     _check_scalar_f(f, mu)
     return _score_function_grad(key, f, mu, log_var, num_samples)
 
@@ -64,7 +66,8 @@ def reparam_grad(key, f, mu, log_var, num_samples):
     Returns:
         ``(grad_mu, grad_log_var)``, each ``(num_samples, latent_dim)``. Introduced in lesson 5.
     """
-    check_gaussian_q(mu, log_var, num_samples)
+    _args.prng_key("key", key)
+    mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
     _check_scalar_f(f, mu)
     return _reparam_grad(key, f, mu, log_var, num_samples)
 

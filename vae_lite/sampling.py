@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vae_lite.distributions import check_floating
+from vae_lite import _args
 
 
 def _check_mixture(weights, probs, x=None):
@@ -25,7 +25,7 @@ def _check_mixture(weights, probs, x=None):
             f"{jnp.shape(weights)} and probs {jnp.shape(probs)}."
         )
     if x is not None:
-        check_floating("x", x)
+        _args.floating("x", x)
         if jnp.ndim(x) == 0 or jnp.shape(x)[-1] != jnp.shape(probs)[1]:
             raise ValueError(
                 f"x must have shape (..., {jnp.shape(probs)[1]}) to match probs {jnp.shape(probs)}, "
@@ -165,7 +165,7 @@ def fit_mixture_em(key, x, num_components, num_iters=30, pseudo_count=1.0):
     Returns:
         a :class:`MixtureFit`. Introduced in lesson 2.
     """
-    check_floating("x", x)
+    _args.floating("x", x)
     if jnp.ndim(x) != 2:
         raise ValueError(f"x must be (num_images, pixels), got shape {jnp.shape(x)}.")
     if not 1 <= int(num_components) <= x.shape[0]:
@@ -213,7 +213,7 @@ def nearest_distance(x, reference, batch_size=256):
     Returns:
         ``(n,)`` distances. Introduced in lesson 2.
     """
-    check_floating("x", x)
+    _args.floating("x", x)
     if jnp.ndim(x) != 2 or jnp.ndim(reference) != 2 or x.shape[1] != reference.shape[1]:
         raise ValueError(
             f"x (n, pixels) and reference (N, pixels) must be 2-D with the same pixels, "
@@ -244,7 +244,7 @@ def moment_matched_kl(z):
     Returns:
         scalar in nats. Introduced in lesson 2.
     """
-    check_floating("z", z)
+    _args.floating("z", z)
     if jnp.ndim(z) != 2 or z.shape[0] <= z.shape[1]:
         raise ValueError(f"z must be (n, d) codes with n > d, got shape {jnp.shape(z)}.")
     mean = jnp.mean(z, axis=0)

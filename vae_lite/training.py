@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vae_lite import __version__
+from vae_lite import __version__, _args
 from vae_lite._runtime import (  # noqa: F401 - the lessons' explicit set-up calls live here
     CACHE_ENV,
     atomic_write_bytes,
@@ -91,10 +91,21 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"Unknown model {self.model!r}; valid: {', '.join(MODELS)}.")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not isinstance(self.hidden, (tuple, list)):
+            raise ValueError(
+                f"hidden must be a tuple of hidden-layer widths, got {self.hidden!r}; write hidden=({self.hidden!r},) "
+                "for one layer, hidden=(512, 256) for two."
+            )
+        object.__setattr__(self, "hidden", tuple(_args.count("each hidden width", h) for h in self.hidden))
         for name in ("latent_dim", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+            object.__setattr__(self, name, _args.count(name, getattr(self, name)))
+        object.__setattr__(self, "seed", _args.count("seed", self.seed, minimum=0))
+        for name, low in (("learning_rate", 0.0), ("beta", None)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+            if (low is not None and value <= low) or value < 0:
+                raise ValueError(f"{name} must be {'positive' if low is not None else '>= 0'}, got {value!r}.")
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Careless arguments get a teaching ``ValueError`` (what was expected, what came, the fix),
+never a raw JAX traceback or a silently wrong number."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_lite import data, distributions, elbo, inference, posterior, reparam, training
+
+KEY = jax.random.key(0)
+MU, LOG_VAR = jnp.zeros(2), jnp.zeros(2)
+X = jnp.array([0.3, -1.2, 0.7])  # one point of a 3-d linear-Gaussian model
+MODEL = posterior.LinearGaussian.random(jax.random.key(1), data_dim=3, latent_dim=2)
+
+
+def vector_log_joint(z):
+    """log p(x, z) that forgets to sum over the data dimensions: one value per coordinate of x."""
+    mean = MODEL.W @ z + MODEL.b
+    per_dim = -0.5 * ((X - mean) / MODEL.sigma) ** 2 - jnp.log(MODEL.sigma) - 0.5 * jnp.log(2 * jnp.pi)
+    return per_dim + distributions.log_normal_std(z) / 3
+
+
+@pytest.mark.parametrize("num_samples", [1, 3, 5])  # 1 and 3 (= the data dimension) used to pass silently
+@pytest.mark.parametrize("estimator", [elbo.elbo, elbo.log_evidence_is, elbo.elbo_entropy_form])
+def test_a_log_joint_that_returns_a_vector_is_rejected(estimator, num_samples):
+    with pytest.raises(ValueError, match=r"log_joint must return one number .* returns shape \(3,\) for one z"):
+        estimator(KEY, vector_log_joint, MU, LOG_VAR, num_samples)
+
+
+def test_the_summed_log_joint_is_accepted_and_right():
+    """The same function summed is the model's log joint: its IS estimate approaches the exact log p(x)."""
+    estimate = elbo.log_evidence_is(KEY, lambda z: jnp.sum(vector_log_joint(z)), MU, LOG_VAR, 20000)
+    np.testing.assert_allclose(estimate, MODEL.log_evidence(X), atol=0.05)
+
+
+def test_mean_field_rejects_a_vector_log_joint():
+    x = jnp.stack([X, X])
+    with pytest.raises(ValueError, match="log_joint must return one number"):
+        inference.fit_mean_field(KEY, lambda xi, z: vector_log_joint(z), x, latent_dim=2, num_steps=3, num_samples=3)
+
+
+@pytest.mark.parametrize("bad, fix", [(2.5, "pass a whole number"), (True, "pass a whole number"),
+                                      (4.0, "write num_samples=4"), (0, "num_samples=1 or more")])  # fmt: skip
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: elbo.elbo(KEY, MODEL.log_joint(X), MU, LOG_VAR, s),
+        lambda s: elbo.kl_normal_std_mc(KEY, MU, LOG_VAR, s),
+        lambda s: reparam.reparam_grad(KEY, jnp.sum, MU, LOG_VAR, s),
+        lambda s: distributions.reparameterize(KEY, MU, LOG_VAR, s),
+        lambda s: inference.elbo_per_point(KEY, inference.linear_gaussian_log_joint(MODEL), X[None], MU[None],
+                                           LOG_VAR[None], s),
+    ],
+)  # fmt: skip
+def test_sample_counts_must_be_whole_numbers(call, bad, fix):
+    with pytest.raises(ValueError, match=rf"num_samples must be an integer >= 1, got {bad!r}.*{fix}"):
+        call(bad)
+
+
+@pytest.mark.parametrize("key", [0, np.int32(3), jnp.zeros(3)])
+def test_a_key_must_be_a_jax_key(key):
+    with pytest.raises(ValueError, match=r"key must be a JAX random key.*jax.random.key\(0\)"):
+        elbo.elbo(key, MODEL.log_joint(X), MU, LOG_VAR, 4)
+    with pytest.raises(ValueError, match="key must be a JAX random key"):
+        distributions.reparameterize(key, MU, LOG_VAR)
+
+
+def test_the_old_style_key_is_accepted():
+    assert np.isfinite(elbo.elbo(jax.random.PRNGKey(0), MODEL.log_joint(X), MU, LOG_VAR, 4))
+
+
+def test_lists_are_read_as_arrays():
+    from_lists = elbo.elbo(KEY, MODEL.log_joint(X), [0.0, 0.0], [0.0, 0.0], 8)
+    np.testing.assert_allclose(from_lists, elbo.elbo(KEY, MODEL.log_joint(X), MU, LOG_VAR, 8), rtol=1e-6)
+    with pytest.raises(ValueError, match="mu must be an array of numbers"):
+        elbo.elbo(KEY, MODEL.log_joint(X), ["a", 0.0], [0.0, 0.0], 8)
+
+
+@pytest.mark.parametrize("log_var, word", [(jnp.array([0.0, 200.0]), "overflows"), (jnp.array([-150.0, 0.0]), "underflows")])
+def test_a_log_variance_beyond_float32_is_rejected(log_var, word):
+    with pytest.raises(ValueError, match=rf"log_var = .* is outside \[-80, 80\].*{word} float32"):
+        elbo.elbo(KEY, MODEL.log_joint(X), MU, log_var, 4)
+
+
+def test_nan_parameters_are_rejected():
+    with pytest.raises(ValueError, match="mu holds NaN"):
+        elbo.elbo(KEY, MODEL.log_joint(X), jnp.array([jnp.nan, 0.0]), LOG_VAR, 4)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"hidden": 400}, r"hidden must be a tuple of hidden-layer widths, got 400; write hidden=\(400,\)"),
+        ({"hidden": (400.5,)}, "each hidden width must be an integer"),
+        ({"latent_dim": 2.5}, r"latent_dim must be an integer >= 1, got 2.5 \(float\)"),
+        ({"batch_size": 64.0}, "batch_size must be an integer >= 1, got 64.0 .*write batch_size=64"),
+        ({"epochs": 1.5}, "epochs must be an integer >= 1, got 1.5"),
+        ({"learning_rate": -1e-3}, "learning_rate must be positive"),
+        ({"beta": float("nan")}, "beta must be a finite number"),
+    ],
+)
+def test_training_configuration_is_checked(override, message):
+    with pytest.raises(ValueError, match=message):
+        training.TrainConfig(**override)
+    with pytest.raises(ValueError, match=message):  # the same through train(**overrides), before any work
+        training.train(dataclasses.replace(training.TrainConfig(dataset="digits")), data.load("digits"), **override)
+
+
+def test_binarize_rejects_grey_levels_and_integers():
+    levels = jnp.array([[0.0, 128.0, 255.0]])
+    with pytest.raises(ValueError, match=r"got values from 0 to 255; grey levels 0-255 must be divided by 255"):
+        data.binarize(KEY, levels)
+    with pytest.raises(ValueError, match="as floats, got uint8"):
+        data.binarize(KEY, np.array([[0, 128, 255]], np.uint8))
+    with pytest.raises(ValueError, match="divided by 255"):
+        data.binarize_fixed(np.array([[0.0, 128.0, 255.0]], np.float32))
+    bits = data.binarize(KEY, levels / 255)  # the fix works
+    assert bits.shape == (1, 3) and set(np.unique(bits)) <= {0.0, 1.0}
+
+
+def test_an_unevenly_spaced_grid_is_rejected():
+    uneven = jnp.concatenate([jnp.linspace(-4, 0, 11), jnp.linspace(0.5, 4, 5)])
+    with pytest.raises(ValueError, match="axis 0 must be increasing and evenly spaced.*jnp.linspace"):
+        posterior.grid_posterior(MODEL.log_joint(X), [uneven, jnp.linspace(-4, 4, 21)])
+
+
+def test_grid_points_instead_of_axes_get_a_clear_error():
+    points = posterior.make_grid([jnp.linspace(-4, 4, 41)] * 2)
+    with pytest.raises(ValueError, match=r"one array of shape \(1681, 2\).*not make_grid"):
+        posterior.grid_posterior(MODEL.log_joint(X), points)
+    with pytest.raises(ValueError, match="too large"):
+        posterior.make_grid([jnp.linspace(-1, 1, 300)] * 4)
