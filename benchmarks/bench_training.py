@@ -16,31 +16,36 @@ Measures, and prints as a Markdown table next to the targets of issue 2:
   ``--epochs`` epochs, and the total wall time of that training.
 
 Throughputs are also given per CPU-second of this process, which other processes'
-load inflates much less than wall-clock rates (see benchmarks/README.md).
+load inflates much less than wall-clock rates (see benchmarks/README.md). The machine
+ceilings are measured in ``_ceilings.py``, the PyTorch reference lives in
+``_torch_reference.py``, and log p(x) is the library's ``elbo.vae_log_evidence_is``.
 
 Run: ``python benchmarks/bench_training.py`` (``--quick`` for a smoke run).
 """
 
 import argparse
 import atexit
+import contextlib
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _ceilings import jax_matmul_flops, numpy_matmul_flops  # noqa: E402
 from _report import print_table, row, save_json  # noqa: E402
+from _torch_reference import make_torch_epoch  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from vae_lite import data, elbo, posterior, training  # noqa: E402
+from vae_lite import data, elbo, training  # noqa: E402
 
 HIDDEN, LATENT, BATCH, LR = 400, 20, 128, 1e-3
 TARGETS = {
@@ -72,59 +77,6 @@ def train_flops_per_image(num_pixels=784):
     return 3 * forward
 
 
-def numpy_matmul_flops(m, k, n, min_seconds=1.0, threads=None):
-    """float32 ``(m, k) @ (k, n)`` FLOP/s of numpy's BLAS: median of repeats.
-
-    Returns ``(flops_per_wall_second, flops_per_cpu_second)``; the second (process CPU
-    time) is much less sensitive to other processes' load. ``threads=None`` uses the BLAS
-    default (all cores); an int limits it (threadpoolctl).
-    """
-    if threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=threads, user_api="blas"):
-            return numpy_matmul_flops(m, k, n, min_seconds)
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, n), dtype=np.float32)
-    out = np.empty((m, n), dtype=np.float32)
-    np.matmul(a, b, out=out)  # warm up
-    reps = 1
-    while True:  # pick a repeat count that takes ~0.1 s
-        start = time.perf_counter()
-        for _ in range(reps):
-            np.matmul(a, b, out=out)
-        elapsed = time.perf_counter() - start
-        if elapsed > 0.1:
-            break
-        reps *= 4
-    rates, cpu_rates, deadline = [], [], time.perf_counter() + min_seconds
-    while time.perf_counter() < deadline or len(rates) < 3:
-        start, cpu = time.perf_counter(), time.process_time()
-        for _ in range(reps):
-            np.matmul(a, b, out=out)
-        rates.append(2.0 * m * k * n * reps / (time.perf_counter() - start))
-        cpu_rates.append(2.0 * m * k * n * reps / max(time.process_time() - cpu, 1e-9))
-    return statistics.median(rates), statistics.median(cpu_rates)
-
-
-def jax_matmul_flops(m, k, n, min_seconds=1.0):
-    """The same measurement through XLA (``jax.jit(jnp.dot)``), for comparison with numpy."""
-    a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()
-    rates, deadline = [], time.perf_counter() + min_seconds
-    reps = max(1, int(2e8 // (2 * m * k * n)))
-    while time.perf_counter() < deadline or len(rates) < 3:
-        start = time.perf_counter()
-        for _ in range(reps):
-            out = dot(a, b)
-        out.block_until_ready()
-        rates.append(2.0 * m * k * n * reps / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
 # ----------------------------------------------------------------------------- JAX side
 
 
@@ -153,90 +105,18 @@ def make_jax_epoch(model):
 def evaluate_test(model, x_test, num_test, is_samples, chunk=25):
     """Test ELBO (all test images, one z each) and IS log p(x) on the first ``num_test`` images.
 
-    Both use the fixed binarisation ``data.binarize_fixed(x, seed=0)``.
+    Both use the fixed binarisation ``data.binarize_fixed(x, seed=0)``; log p(x) is
+    :func:`vae_lite.elbo.vae_log_evidence_is`, ``chunk`` images at a time.
     """
     x_bin = data.binarize_fixed(x_test, seed=0)
     test_elbo = training.evaluate(model, jax.random.key(123), x_bin)["elbo"]
-
-    graphdef, params = nnx.split(model)
-
-    @jax.jit
-    def log_px_chunk(params, keys, xb):
-        vae = nnx.merge(graphdef, params)
-        mu, log_var = vae.encoder(xb)
-
-        def one(key, x, m, lv):
-            log_joint = posterior.decoder_log_joint(vae.decoder, x)
-            return elbo.log_evidence_is(key, log_joint, m, lv, is_samples)
-
-        return jax.vmap(one)(keys, xb, mu, log_var)
-
     x_is = x_bin[:num_test]
-    keys = jax.random.split(jax.random.key(7), num_test)
-    values = []
-    for start in range(0, num_test, chunk):  # chunks keep (chunk, S, 784) logits small
-        values.append(log_px_chunk(params, keys[start : start + chunk], x_is[start : start + chunk]))
-    return test_elbo, float(jnp.mean(jnp.concatenate(values)))
-
-
-# --------------------------------------------------------------------------- torch side
-
-
-def make_torch_epoch(x_train, seed=0):
-    """A PyTorch eager epoch of the same model, loss, batch size, binarisation and optimiser.
-
-    Returns ``run(max_steps, num_threads) -> (seconds, cpu_seconds, images, train_elbo)``, or ``None``
-    when torch is not installed.
-    """
-    try:
-        import torch
-        from torch import nn
-        from torch.nn import functional as F
-    except ImportError:
-        return None
-    torch.manual_seed(seed)
-    num_pixels = x_train.shape[1]
-
-    class TorchVAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Sequential(
-                nn.Linear(num_pixels, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT)
-            )
-            self.decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, num_pixels))
-
-        def forward(self, x):
-            mu, log_var = self.encoder(x).chunk(2, dim=-1)
-            z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
-            logits = self.decoder(z)
-            # log Bernoulli(x; sigmoid(logits)) = -BCE-with-logits (stable), summed over pixels
-            recon = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-            kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)
-            return recon, kl
-
-    model = TorchVAE()
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    x = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-    num_batches = x.shape[0] // BATCH
-
-    def run(max_steps, num_threads):
-        torch.set_num_threads(num_threads)
-        steps = num_batches if max_steps is None else min(max_steps, num_batches)
-        order = torch.randperm(x.shape[0])
-        total = 0.0
-        start, cpu = time.perf_counter(), time.process_time()
-        for i in range(steps):
-            xb = torch.bernoulli(x[order[i * BATCH : (i + 1) * BATCH]])  # dynamic binarisation
-            recon, kl = model(xb)
-            loss = -(recon - kl).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        return time.perf_counter() - start, time.process_time() - cpu, steps * BATCH, -total / steps
-
-    run.torch_version = torch.__version__
-    return run
+    starts = range(0, len(x_is), chunk)
+    keys = jax.random.split(jax.random.key(7), len(starts))
+    # chunks keep the (chunk, is_samples, pixels) decoder logits small
+    log_px = [elbo.vae_log_evidence_is(key, model, x_is[start : start + chunk], is_samples)
+              for key, start in zip(keys, starts, strict=True)]
+    return test_elbo, float(jnp.mean(jnp.concatenate(log_px)))
 
 
 # ------------------------------------------------------------------------------- runner
@@ -273,23 +153,17 @@ def parse_args(argv=None):
     return args
 
 
-def temporary_cache():
-    """Point ``VAE_LITE_CACHE`` at a new empty folder (models and JAX compilations train afresh).
+@contextlib.contextmanager
+def empty_cache():
+    """Within the block, ``VAE_LITE_CACHE`` is a new empty folder (models and JAX compilations start cold).
 
-    The folder is removed when the process exits (JAX's compilation cache keeps using it).
+    The folder is removed when the process exits, not with the block: JAX's persistent
+    compilation cache may keep using it.
     """
     folder = tempfile.mkdtemp(prefix="vae-lite-bench-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    previous = os.environ.get("VAE_LITE_CACHE")
-    os.environ["VAE_LITE_CACHE"] = folder
-    return previous
-
-
-def restore_cache(previous):
-    if previous is None:
-        os.environ.pop("VAE_LITE_CACHE", None)
-    else:
-        os.environ["VAE_LITE_CACHE"] = previous
+    with mock.patch.dict(os.environ, {"VAE_LITE_CACHE": folder}):
+        yield folder
 
 
 def measure(args):
@@ -306,13 +180,10 @@ def measure(args):
     m["xla_layer"] = jax_matmul_flops(BATCH, 784, HIDDEN)
 
     # 2. The training as a user gets it, with empty model and compilation caches.
-    previous = temporary_cache()
-    try:
+    with empty_cache():
         start, cpu = time.perf_counter(), time.process_time()
         result = training.train(data=dataset, epochs=args.epochs, retrain=True, progress=False)
         m["wall"], m["wall_cpu"] = time.perf_counter() - start, time.process_time() - cpu
-    finally:
-        restore_cache(previous)
     m["model"], m["history"] = result.model, result.history
     m["seconds"] = result.history["seconds"]
     m["steady"] = steady_seconds(m["seconds"])
@@ -322,7 +193,9 @@ def measure(args):
     jax_epoch = make_jax_epoch(training.build_model(result.config, dataset.num_pixels))
     x = jnp.asarray(dataset.x_train)
     jax_epoch(x, jax.random.key(100))  # compiles (bench_compile.py measures the warm-cache compile)
-    torch_epoch = None if args.no_torch else make_torch_epoch(dataset.x_train)
+    torch_epoch = None
+    if not args.no_torch:
+        torch_epoch = make_torch_epoch(dataset.x_train, hidden=HIDDEN, latent=LATENT, batch=BATCH, lr=LR)
     if torch_epoch is not None:
         m["torch_version"] = torch_epoch.torch_version
         torch_epoch(20, threads)  # warm-up steps

@@ -19,6 +19,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 HERE = Path(__file__).resolve().parent
@@ -38,12 +39,9 @@ def call_main(module_name, argv, quick):
     """Import ``module_name`` and run its ``main``; our own scripts take ``argv``."""
     module = importlib.import_module(module_name)
     params = inspect.signature(module.main).parameters
-    if module_name == "bench_explorer":  # owned by the explorer engineer: main() returns rows
-        saved_argv, sys.argv = sys.argv, [module.__file__]
-        try:
+    if module_name == "bench_explorer":  # main(quick) returns rows; it reads no command line
+        with mock.patch.object(sys, "argv", [module.__file__]):
             return module.main(quick=quick) if "quick" in params else module.main()
-        finally:
-            sys.argv = saved_argv
     return module.main(argv)
 
 

@@ -14,14 +14,15 @@ Run: ``python benchmarks/run_notebooks.py [--cold] [--digits] [notebooks/03_x.ip
 """
 
 import argparse
+import contextlib
 import os
 import re
-import shutil
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -150,23 +151,20 @@ def run_notebook(path, timeout=600):
     }
 
 
+@contextlib.contextmanager
+def empty_cache():
+    """Within the block, ``VAE_LITE_CACHE`` (inherited by the kernel) is a new empty folder, removed after."""
+    with tempfile.TemporaryDirectory(prefix="vae-lite-cold-", ignore_cleanup_errors=True) as folder:
+        with mock.patch.dict(os.environ, {"VAE_LITE_CACHE": folder}):
+            yield folder
+
+
 def run_all(paths, cold=False, timeout=600):
     """Run each notebook (cold: in its own empty cache folder); return the result dicts."""
     results = []
-    previous = os.environ.get("VAE_LITE_CACHE")
     for path in paths:
-        folder = tempfile.mkdtemp(prefix="vae-lite-cold-") if cold else None
-        if folder:
-            os.environ["VAE_LITE_CACHE"] = folder  # inherited by the kernel
-        try:
+        with empty_cache() if cold else contextlib.nullcontext():
             results.append(run_notebook(path, timeout))
-        finally:
-            if folder:
-                shutil.rmtree(folder, ignore_errors=True)
-                if previous is None:
-                    os.environ.pop("VAE_LITE_CACHE", None)
-                else:
-                    os.environ["VAE_LITE_CACHE"] = previous
         r = results[-1]
         print(
             f"{r['notebook']}: {r['seconds']:.1f} s, peak {r['peak_bytes'] / GIB:.2f} GiB"
@@ -242,10 +240,11 @@ def main(argv=None):
     if not paths:
         print(f"\n### {title}\n\nNo notebooks found in {NOTEBOOKS.name}/; nothing to run.")
         return []
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    kernel_env = {"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}  # inherited by the kernels
     if args.digits:
-        os.environ["VAE_LITE_DATASET"] = "digits"  # inherited by the kernels
-    results = run_all(paths, cold=args.cold, timeout=args.timeout)
+        kernel_env["VAE_LITE_DATASET"] = "digits"
+    with mock.patch.dict(os.environ, kernel_env):
+        results = run_all(paths, cold=args.cold, timeout=args.timeout)
     rows = table_rows(results, args.cold)
     name = ("notebooks-cold" if args.cold else "notebooks") + ("-digits" if args.digits else "")
     save_json(name, {"cold": args.cold, "digits": args.digits, "results": results, "rows": rows})
