@@ -210,6 +210,7 @@ def validate(notebook, invert=False, timeout=120, stop_after_last_graded=False):
         validates (otherwise with key ``"failed"``, or ``"passed"`` when ``invert``, or ``"changed"``).
     """
     from nbgrader import utils
+    from nbgrader.preprocessors import NbGraderPreprocessor
     from nbgrader.validator import Validator
     from traitlets.config import Config
 
@@ -217,10 +218,13 @@ def validate(notebook, invert=False, timeout=120, stop_after_last_graded=False):
     config.Execute.timeout = timeout
     executed = []
 
-    class RecordingValidator(Validator):  # keeps the executed notebook, which validate() drops
-        def _preprocess(self, nb):
-            executed.append(super()._preprocess(nb))
-            return executed[-1]
+    class KeepExecuted(NbGraderPreprocessor):  # last in the list: keeps the notebook that validate() drops
+        def preprocess(self, nb, resources):
+            executed.append(nb)
+            return nb, resources
+
+    # nbgrader's public `preprocessors` trait: its own list (check metadata, clear, execute) plus ours
+    preprocessors = [*Validator().preprocessors, KeepExecuted]
 
     path = Path(notebook).resolve()
     if stop_after_last_graded:
@@ -230,7 +234,7 @@ def validate(notebook, invert=False, timeout=120, stop_after_last_graded=False):
         path = path.with_name(f"{path.stem}.until_last_graded{path.suffix}")
         nbformat.write(nb, path)
     try:
-        results = RecordingValidator(config=config, invert=invert).validate(str(path))
+        results = Validator(config=config, invert=invert, preprocessors=preprocessors).validate(str(path))
     finally:
         if stop_after_last_graded:
             path.unlink()

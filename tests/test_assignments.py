@@ -75,6 +75,8 @@ def structure_problems(notebooks):
                 problems.append(f"{name} cell {i}: graded cell {grade_id!r} has no points")
             if not meta.get("locked"):
                 problems.append(f"{name} cell {i}: graded cell {grade_id!r} is not locked")
+            if not re.search(r"### BEGIN HIDDEN TESTS\n.*\S.*### END HIDDEN TESTS", cell.source, re.S):
+                problems.append(f"{name} cell {i}: graded cell {grade_id!r} has no hidden tests")
             before = nbgrader_meta(nb.cells[i - 1]) if i > 0 else {}
             if not (before.get("solution") and not before.get("grade") and nb.cells[i - 1].cell_type == "code"):
                 problems.append(f"{name} cell {i}: graded cell {grade_id!r} is not right after a solution cell")
@@ -114,7 +116,9 @@ def fixture_lesson():
         _code("def interpolate(z0, z1, t):\n    ### BEGIN SOLUTION\n    weights = jnp.asarray(t)[:, None]\n"
               "    return (1.0 - weights) * z0 + weights * z1\n    ### END SOLUTION",
               {"grade_id": "ex99_interp", "solution": True}, outputs=["a solution cell's output\n"]),
-        _code("print(grading.check_interpolation(interpolate))",
+        _code("print(grading.check_interpolation(interpolate))\n### BEGIN HIDDEN TESTS\n"
+              "assert interpolate(jnp.zeros(2), jnp.ones(2), jnp.array([0.25])).shape == (1, 2)\n"
+              "### END HIDDEN TESTS",
               {"grade_id": "ex99_interp_test", "grade": True, "locked": True, "points": 3}),
         _code("print('the lesson goes on with the library')", outputs=["the lesson goes on with the library\n"]),
     ]
@@ -136,13 +140,14 @@ def test_fixture_lesson_is_well_formed():
 def test_structure_check_finds_bad_cells():
     nb = fixture_lesson()
     nb.cells[3].metadata.nbgrader.update(locked=False, points=0)
+    nb.cells[3].source = "print(grading.check_kl_normal_std(kl_to_standard_normal))"  # no hidden tests
     nb.cells[5].metadata.nbgrader["grade_id"] = "ex99_kl_test"
     del nb.cells[4]  # the interpolation test now follows a test cell, not a solution cell
     single = fixture_lesson()
     single.cells = single.cells[:4]
     problems = "\n".join(structure_problems({"lesson01": nb, "lesson02": single}))
     for expected in ("is not locked", "has no points", "already used", "not right after a solution cell",
-                     "at least 2 needed"):
+                     "at least 2 needed", "has no hidden tests"):
         assert expected in problems
 
 
