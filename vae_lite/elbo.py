@@ -29,6 +29,17 @@ from vae_lite.distributions import (
 )
 from vae_lite.posterior import decoder_log_joint
 
+SAMPLE_BLOCK = 2048  # latent vectors evaluated together: memory stays flat however many samples are asked for
+
+
+def _per_sample(fn, z):
+    """``fn`` on each row of ``z`` ``(S, latent_dim)``, in blocks of :data:`SAMPLE_BLOCK` rows.
+
+    ``jax.lax.map`` runs the blocks one after another (each block vectorised), so a decoder's
+    ``(block, pixels)`` intermediates are all that is ever held, not ``(S, pixels)``.
+    """
+    return jax.lax.map(fn, z, batch_size=min(z.shape[0], SAMPLE_BLOCK))
+
 
 def _log_weights(key, log_joint, mu, log_var, num_samples):
     """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
@@ -42,7 +53,7 @@ def _log_weights(key, log_joint, mu, log_var, num_samples):
 @functools.partial(jax.jit, static_argnames=("log_joint", "num_samples"))
 def _log_weights_compiled(key, log_joint, mu, log_var, num_samples):
     z = reparameterize(key, mu, log_var, num_samples)  # (num_samples, latent_dim)
-    values = jax.vmap(log_joint)(z)
+    values = _per_sample(log_joint, z)
     _args.one_value_per_sample("log_joint", values, num_samples)  # at trace time: costs nothing per call
     return values - log_normal_diag(z, mu, log_var)
 
@@ -101,7 +112,7 @@ def elbo_entropy_form(key, log_joint, mu, log_var, num_samples):
     mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
     _args.prng_key("key", key)
     z = reparameterize(key, mu, log_var, num_samples)
-    values = jax.vmap(log_joint)(z)
+    values = _per_sample(log_joint, z)
     _args.one_value_per_sample("log_joint", values, num_samples)
     return jnp.mean(values) + gaussian_entropy(log_var)
 
@@ -125,7 +136,7 @@ def elbo_kl_form(key, log_likelihood, mu, log_var, num_samples):
     mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
     _args.prng_key("key", key)
     z = reparameterize(key, mu, log_var, num_samples)
-    values = jax.vmap(log_likelihood)(z)
+    values = _per_sample(log_likelihood, z)
     _args.one_value_per_sample("log_likelihood", values, num_samples, what="log p(x | z)")
     return jnp.mean(values) - kl_normal_std(mu, log_var)
 
@@ -220,10 +231,13 @@ def _vae_log_weights(key, model, x, num_samples):
 def _vae_log_weights_compiled(key, model, x, num_samples):
     mu, log_var = model.encoder(x)  # (batch, latent_dim) each
 
-    def one_image(key, x, mu, log_var):
+    def one_image(inputs):
+        key, x, mu, log_var = inputs
         return _log_weights(key, decoder_log_joint(model.decoder, x), mu, log_var, num_samples)
 
-    return jax.vmap(one_image)(jax.random.split(key, x.shape[0]), x, mu, log_var)
+    # Images in blocks too, so that images x samples stays near SAMPLE_BLOCK rows at a time.
+    images_per_block = max(1, min(x.shape[0], SAMPLE_BLOCK // num_samples))
+    return jax.lax.map(one_image, (jax.random.split(key, x.shape[0]), x, mu, log_var), batch_size=images_per_block)
 
 
 def vae_elbo(key, model, x, num_samples=1):
