@@ -63,7 +63,7 @@ def graded_tests(nb):
 def _secret_regions(nb, min_length=20):
     """``[(kind, snippets)]``: the code of each solution / hidden-test region, line by line.
 
-    Lines shorter than ``min_length`` are too generic to recognise. ``return expr`` and
+    Lines shorter than ``min_length`` and import lines are too generic to recognise. ``return expr`` and
     ``name = expr`` count by their ``expr``, so the same expression shown elsewhere is caught.
     """
     regions = []
@@ -72,7 +72,7 @@ def _secret_regions(nb, min_length=20):
             snippets = set()
             for line in region.splitlines():
                 line = re.sub(r"^(return\s+|[\w, ]+=\s*)", "", line.split("#")[0].strip()).strip()
-                if len(line) >= min_length:
+                if len(line) >= min_length and not re.match(r"(import|from)\s", line):  # imports are no secret
                     snippets.add(line)
             if snippets:
                 regions.append((kind, sorted(snippets)))

@@ -1,0 +1,180 @@
+"""The whole nbgrader course flow, with nbgrader's own commands, on lessons 1 and 4.
+
+``generate_assignment`` -> submissions placed as ``nbgrader collect`` leaves them ->
+``nbgrader autograde`` -> the gradebook's scores -> ``generate_feedback``, and
+``classroom/regrade.py`` on the same submissions. Synthetic students: correct, blank, one
+exercise done, a typical wrong answer, an endless loop, a function that kills the kernel
+(``os._exit(0)``), two ways of tampering with the grader in the student's kernel, and the
+library alias. Each must get exactly its honest points from autograde and from the regrade.
+
+To keep CI short, the lessons are trimmed to their import lines and exercise cells (the rest
+of a lesson cannot change a grade: it neither defines nor tests the exercises).
+"""
+
+import ast
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "classroom"))
+import build_assignments  # noqa: E402 - lives in classroom/, not in the package
+import regrade  # noqa: E402
+
+LESSONS = {"lesson01": "01_data_likelihood.ipynb", "lesson04": "04_elbo.ipynb"}
+
+# per exercise: the student's code for each behaviour (the cell's whole source)
+CODE = {
+    "ex01_image_log_lik": {
+        "correct": "def image_log_likelihood(x, p):\n    return jnp.sum(x * jnp.log(p) + (1 - x) * jnp.log1p(-p))",
+        "wrong": "def image_log_likelihood(x, p):\n    return -jnp.sum(x * jnp.log(p) + (1 - x) * jnp.log1p(-p))",
+        "alias": "image_log_likelihood = factorization.image_log_likelihood",
+        "check": "check_image_log_likelihood",
+        "name": "image_log_likelihood",
+    },
+    "ex01_shared_theta": {
+        "correct": "def shared_theta_log_marginal(x, a, b):\n    k, n = jnp.sum(x), x.shape[0]\n"
+                   "    return betaln(a + k, b + n - k) - betaln(a, b)",
+        "check": "check_shared_theta_log_marginal",
+        "name": "shared_theta_log_marginal",
+    },
+    "ex04_elbo": {
+        "correct": "def elbo_estimate(key, log_joint, mu, log_var, num_samples):\n"
+                   "    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, (num_samples, mu.shape[0]))\n"
+                   "    return jnp.mean(jax.vmap(log_joint)(z) - distributions.log_normal_diag(z, mu, log_var))",
+        "wrong": "def elbo_estimate(key, log_joint, mu, log_var, num_samples):\n"
+                 "    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, (num_samples, mu.shape[0]))\n"
+                 "    return jnp.mean(jax.vmap(log_joint)(z))",
+        "check": "check_elbo",
+        "name": "elbo_estimate",
+    },
+    "ex04_kl": {
+        "correct": "def kl_to_standard_normal(mu, log_var):\n"
+                   "    return 0.5 * jnp.sum(mu**2 + jnp.exp(log_var) - 1.0 - log_var)",
+        "alias": "kl_to_standard_normal = distributions.kl_normal_std",
+        "check": "check_kl_normal_std",
+        "name": "kl_to_standard_normal",
+    },
+}
+ENDLESS = "def {name}(*args):\n    while True:\n        pass"
+KILL = "import os\n\n\ndef {name}(*args):\n    os._exit(0)"
+REBIND = "from vae_lite import grading as _g\n\n_g.{check} = lambda *a, **k: 'passed'\n\n\ndef {name}(*args):\n" \
+         "    raise NotImplementedError()"
+STACK = ("import inspect\n\nimport numpy as np\n\n\ndef {name}(*args):\n    for info in inspect.stack():\n"
+         "        for value in list(info.frame.f_locals.values()):\n"
+         "            if isinstance(value, np.ndarray) and value.flags.writeable:\n                value[...] = 0\n"
+         "    return jnp.float32(0.0)")
+
+
+def students(first, second):
+    """``{student: ({solution grade_id: code or None (blank)}, honest points)}`` for one lesson."""
+    a, b = CODE[first], CODE[second]
+    fill = {"name": a["name"], "check": a["check"]}
+    wrong_first = "wrong" in a
+    aliased = (first, a) if "alias" in a else (second, b)
+    other = second if aliased[0] == first else first
+    return {
+        "correct": ({first: a["correct"], second: b["correct"]}, 4),
+        "blank": ({}, 0),
+        "one_done": ({first: a["correct"]}, 2),
+        "wrong": ({first: a["wrong"], second: b["correct"]} if wrong_first else {second: b["wrong"], first: a["correct"]}, 2),
+        "endless": ({first: ENDLESS.format(**fill), second: b["correct"]}, 2),
+        "kills_kernel": ({first: KILL.format(**fill), second: b["correct"]}, 2),
+        "rebinds_check": ({first: REBIND.format(**fill),
+                           second: REBIND.format(name=b["name"], check=b["check"])}, 0),
+        "overwrites_inputs": ({first: STACK.format(**fill), second: b["correct"]}, 2),
+        "library_alias": ({aliased[0]: aliased[1]["alias"], other: CODE[other]["correct"]}, 2),
+    }
+
+
+def trimmed_lesson(path):
+    """The lesson's import lines and its exercise cells (solution + graded test), nothing else."""
+    nb = nbformat.read(path, as_version=4)
+    imports, cells = [], []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if cell.metadata.get("nbgrader"):
+            cells.append(cell)
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        imports += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    nb.cells = [nbformat.v4.new_code_cell("\n".join(dict.fromkeys(imports))), *cells]
+    return nb
+
+
+def make_course(folder, num_copies=1):
+    """A course with the trimmed lessons, released, and every synthetic student's submission."""
+    notebooks = folder / "notebooks"
+    notebooks.mkdir(parents=True)
+    for file_name in LESSONS.values():
+        nbformat.write(trimmed_lesson(ROOT / "notebooks" / file_name), notebooks / file_name)
+    course = folder / "course"
+    assignments = build_assignments.build(notebooks, course)
+    honest = {}
+    for assignment in assignments:
+        released = nbformat.read(assignment.release, as_version=4)
+        ids = [grade_id.removesuffix("_test") for grade_id, _ in assignment.exercises]
+        for student, (code, points) in students(*ids).items():
+            for copy in range(num_copies):
+                name = student if num_copies == 1 else f"{student}{copy:02d}"
+                nb = nbformat.from_dict(released)
+                for cell in nb.cells:
+                    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+                    if grade_id in code:
+                        cell.source = code[grade_id]
+                target = course / "submitted" / name / assignment.name
+                target.mkdir(parents=True)
+                nbformat.write(nb, target / assignment.release.name)
+                (target / "timestamp.txt").write_text("2026-11-27 12:00:00.000000 UTC")
+                honest[(assignment.name, name)] = points
+    return course, honest
+
+
+def nbgrader(course, *args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), *args], cwd=course, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+@pytest.mark.slow
+def test_course_flow_autograde_regrade_and_feedback(tmp_path):
+    start = time.monotonic()
+    course, honest = make_course(tmp_path)
+    with ThreadPoolExecutor(2) as pool:  # one nbgrader per lesson: the CI has 2 cores
+        list(pool.map(lambda a: nbgrader(course, "autograde", a, "--force"), LESSONS))
+    from nbgrader.api import Gradebook
+
+    autograded = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for assignment, student in honest:
+            autograded[(assignment, student)] = gradebook.find_submission(assignment, student).score
+    regraded = {}
+    for assignment in LESSONS:
+        results = regrade.regrade(course, assignment, jobs=2, time_limit=60)
+        for r in results:
+            regraded[(assignment, r.student)] = regraded.get((assignment, r.student), 0) + r.points
+    report = "\n".join(f"{key}: honest {honest[key]}, autograde {autograded[key]}, regrade {regraded[key]}"
+                       for key in sorted(honest))
+    print(report)
+    assert autograded == honest, report
+    assert regraded == honest, report
+    flags = (course / "regrade" / "lesson01-flags.csv").read_text()
+    assert "rebinds_check" in flags and "overwrites_inputs" in flags and "correct," not in flags
+
+    nbgrader(course, "generate_feedback", "lesson04", "--force")
+    feedback = (course / "feedback" / "wrong" / "lesson04" / "04_elbo.html").read_text()
+    assert "forgot the entropy term" in feedback
+    print(f"course flow: {time.monotonic() - start:.0f} s")
