@@ -109,7 +109,7 @@ def evaluate_test(model, x_test, num_test, is_samples):
     library's :func:`vae_lite.elbo.vae_log_evidence_is` (which bounds its own memory).
     """
     x_bin = data.binarize_fixed(x_test, seed=0)
-    test_elbo = training.evaluate(model, jax.random.key(123), x_bin)["elbo"]
+    test_elbo = training.evaluate(jax.random.key(123), model, x_bin).elbo
     log_px = elbo.vae_log_evidence_is(jax.random.key(7), model, x_bin[:num_test], is_samples)
     return test_elbo, float(jnp.mean(log_px))
 

@@ -1,7 +1,8 @@
 """Careless arguments get a teaching ``ValueError`` (what was expected, what came, the fix),
 never a raw JAX traceback or a silently wrong number."""
 
-import dataclasses
+import os
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ def test_mean_field_rejects_a_vector_log_joint():
         lambda s: elbo.kl_normal_std_mc(KEY, MU, LOG_VAR, s),
         lambda s: reparam.reparam_grad(KEY, jnp.sum, MU, LOG_VAR, s),
         lambda s: distributions.reparameterize(KEY, MU, LOG_VAR, s),
-        lambda s: inference.elbo_per_point(KEY, inference.linear_gaussian_log_joint(MODEL), X[None], MU[None],
+        lambda s: inference.elbo_per_point(KEY, inference.linear_gaussian_point_log_joint(MODEL), X[None], MU[None],
                                            LOG_VAR[None], s),
     ],
 )  # fmt: skip
@@ -106,7 +107,7 @@ def test_training_configuration_is_checked(override, message):
     with pytest.raises(ValueError, match=message):
         training.TrainConfig(**override)
     with pytest.raises(ValueError, match=message):  # the same through train(**overrides), before any work
-        training.train(dataclasses.replace(training.TrainConfig(dataset="digits")), data.load("digits"), **override)
+        training.train(training.TrainConfig(dataset="digits"), data.load("digits"), **override)
 
 
 def test_binarize_rejects_grey_levels_and_integers():
@@ -133,3 +134,50 @@ def test_grid_points_instead_of_axes_get_a_clear_error():
         posterior.grid_posterior(MODEL.log_joint(X), points)
     with pytest.raises(ValueError, match="too large"):
         posterior.make_grid([jnp.linspace(-1, 1, 300)] * 4)
+
+
+# ------------------------------------------------------------------ widgets and the explorer
+
+def _one_d_log_joint(z):
+    """log p(x, z) of a 1-D linear-Gaussian model at x = 1: N(z; 0, 1) N(x; 2z, 0.5^2)."""
+    return jnp.sum(-0.5 * z**2 - 0.5 * ((1.0 - 2.0 * z) / 0.5) ** 2) - jnp.log(2 * jnp.pi * 0.5)
+
+
+def test_elbo_widget_rejects_an_uneven_grid_nan_start_and_a_2d_log_joint():
+    from vae_lite import widgets
+
+    uneven = jnp.concatenate([jnp.linspace(-4, 0, 41), jnp.linspace(0.2, 4, 11)])
+    with pytest.raises(ValueError, match="evenly spaced"):
+        widgets.elbo_widget(_one_d_log_joint, uneven)
+    with pytest.raises(ValueError, match="mu must be one finite number"):
+        widgets.elbo_widget(_one_d_log_joint, jnp.linspace(-4, 4, 81), mu=float("nan"))
+    with pytest.raises(ValueError, match=r"1-D latent: log_joint\(z\) on z of shape \(1,\) failed"):
+        widgets.elbo_widget(MODEL.log_joint(X), jnp.linspace(-4, 4, 81))  # the 2-d model's log joint
+    w = widgets.elbo_widget(_one_d_log_joint, jnp.linspace(-4, 4, 161))
+    # log p(x) of this model in closed form: x ~ N(0, 2^2 + 0.5^2)
+    np.testing.assert_allclose(w.log_evidence, -0.5 * np.log(2 * np.pi * 4.25) - 0.5 / 4.25, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def digits_models(tmp_path_factory):
+    digits = data.load("digits")
+    config = training.TrainConfig(dataset="digits", hidden=(16,), latent_dim=2, epochs=1, batch_size=64)
+    with mock.patch.dict(os.environ, {"VAE_LITE_CACHE": str(tmp_path_factory.mktemp("cache"))}):
+        return digits, training.train(config, digits, progress=False).model
+
+
+def test_explorer_arguments_are_checked(digits_models):
+    from vae_lite import explorer
+
+    digits, model = digits_models
+    x = digits.x_test[:10]
+    with pytest.raises(ValueError, match=r"num_points must be an integer >= 3, got 2"):
+        explorer.manifold(model, (8, 8), num_points=2)
+    with pytest.raises(ValueError, match=r"image_shape \(28, 28\) has 784 pixels but the model's images have 64"):
+        explorer.manifold(model, (28, 28))
+    with pytest.raises(ValueError, match=r"image_shape must be \(height, width\)"):
+        explorer.latent_sliders(model, x, 64)
+    with pytest.raises(ValueError, match=r"index=10 is out of range: there are 10 images \(0 to 9\)"):
+        explorer.encode_and_perturb(model, x, (8, 8), index=10)
+    with pytest.raises(ValueError, match="index_b must be an integer >= 0, got -1"):
+        explorer.interpolation(model, x, (8, 8), index_b=-1)

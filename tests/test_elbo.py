@@ -172,7 +172,7 @@ def test_vae_elbo_matches_hand_written_reference():
     # in expectation it is the trainer's recon - KL (one sample each), here averaged over many keys
     from vae_lite.training import vae_terms
     num = 1000
-    recon, kl = jax.vmap(lambda k: vae_terms(model, k, x))(jax.random.split(KEY, num))
+    recon, kl = jax.vmap(lambda k: vae_terms(k, model, x))(jax.random.split(KEY, num))
     log_w = elbo._vae_log_weights(KEY, model, x, num)  # (5, num)
     stderr = np.sqrt((np.var(recon - kl, axis=0) + np.var(log_w, axis=1)) / num)
     diff = np.abs(elbo.vae_elbo(KEY, model, x, num) - jnp.mean(recon - kl, axis=0))

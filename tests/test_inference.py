@@ -28,7 +28,7 @@ def points(model):
 
 @pytest.fixture(scope="module")
 def log_joint(model):
-    return inference.linear_gaussian_log_joint(model)
+    return inference.linear_gaussian_point_log_joint(model)
 
 
 def exact_posteriors(model, x):

@@ -47,3 +47,17 @@ def test_wrong_image_shape_raises():
         model.decoder(jnp.zeros((3, 5)))
     with pytest.raises(ValueError, match="floating-point array, got dtype int32"):
         model.encoder(jnp.zeros((3, 784), dtype=jnp.int32))
+
+
+def test_one_method_gives_the_code_of_both_models():
+    """``code(x)``: the mean of q(z|x) for a VAE, the deterministic code for an autoencoder."""
+    x = jax.random.uniform(jax.random.key(3), (4, 64))
+    vae = VAE(64, (16,), 3, rngs=nnx.Rngs(0))
+    ae = Autoencoder(64, (16,), 3, rngs=nnx.Rngs(0))
+    W1, b1 = vae.encoder.net.layers[0].kernel[...], vae.encoder.net.layers[0].bias[...]
+    W2, b2 = vae.encoder.net.layers[1].kernel[...], vae.encoder.net.layers[1].bias[...]
+    by_hand = (jax.nn.relu(x @ W1 + b1) @ W2 + b2)[:, :3]  # the first half of the output is mu
+    np.testing.assert_allclose(vae.code(x), by_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ae.code(x), ae.encoder(x), rtol=0, atol=0)
+    assert vae.code(x).shape == ae.code(x).shape == (4, 3)
+    assert (vae.kind, ae.kind) == ("vae", "ae")

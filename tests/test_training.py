@@ -37,7 +37,7 @@ def test_vae_terms_match_a_direct_computation():
     model = training.build_model(SMALL, 64)
     x = data.binarize_fixed(data.load("digits").x_test[:5])
     key = jax.random.key(0)
-    recon, kl = training.vae_terms(model, key, x)
+    recon, kl = training.vae_terms(key, model, x)
     mu, log_var = model.encoder(x)
     z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
     p = jax.nn.sigmoid(model.decoder(z))
@@ -59,8 +59,8 @@ def test_training_improves_elbo_and_is_deterministic(digits):
         np.testing.assert_array_equal(p, q)
     # The trained model's test ELBO beats the untrained one's.
     x = data.binarize_fixed(digits.x_test)
-    fresh = training.evaluate(training.build_model(SMALL, 64), jax.random.key(0), x)["elbo"]
-    assert training.evaluate(a.model, jax.random.key(0), x)["elbo"] > fresh + 5
+    fresh = training.evaluate(jax.random.key(0), training.build_model(SMALL, 64), x).elbo
+    assert training.evaluate(jax.random.key(0), a.model, x).elbo > fresh + 5
 
 
 def test_cache_hit_returns_same_parameters_without_training(digits, monkeypatch):
@@ -213,8 +213,8 @@ def test_unwritable_cache_still_returns_the_trained_model(digits, monkeypatch, t
         result = training.train(SMALL, digits, progress=False)
     assert not result.from_cache and len(result.history["elbo"]) == SMALL.epochs
     x = data.binarize_fixed(digits.x_test)
-    fresh = training.evaluate(training.build_model(SMALL, 64), jax.random.key(0), x)["elbo"]
-    assert training.evaluate(result.model, jax.random.key(0), x)["elbo"] > fresh + 5  # trained, not fresh
+    fresh = training.evaluate(jax.random.key(0), training.build_model(SMALL, 64), x).elbo
+    assert training.evaluate(jax.random.key(0), result.model, x).elbo > fresh + 5  # trained, not fresh
 
 
 def test_full_disk_still_returns_the_trained_model(digits, monkeypatch):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vae_lite import _args
 from vae_lite.distributions import kl_normal_std
 from vae_lite.widgets import View, side_by_side, slider
 
@@ -92,9 +93,8 @@ def compile_decode(decoder):
 
 def encode_means(model, x):
     """Posterior means ``(n, d)`` of a VAE (or the codes of a plain autoencoder) for images ``x (n, D)``."""
-    graphdef, state = nnx.split(model.encoder)
-    out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(x, jnp.float32))
-    return np.asarray(out[0] if isinstance(out, tuple) else out)
+    graphdef, state = nnx.split(model)
+    return np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s).code(x))(state, jnp.asarray(x, jnp.float32)))
 
 
 def dimension_order(model, x):
@@ -105,6 +105,29 @@ def dimension_order(model, x):
     mu, log_var = model.encoder(jnp.asarray(x, jnp.float32))
     kl = np.asarray(jnp.mean(kl_normal_std(mu[..., None], log_var[..., None]), axis=0))  # (d,) per dimension
     return np.argsort(-kl, kind="stable"), kl
+
+
+def _check_image_shape(image_shape, num_pixels):
+    """``(h, w)`` as a tuple of ints whose product is the model's number of pixels."""
+    try:
+        h, w = image_shape
+    except (TypeError, ValueError):
+        raise ValueError(f"image_shape must be (height, width), e.g. (28, 28), got {image_shape!r}.") from None
+    h, w = _args.count("image_shape's height", h), _args.count("image_shape's width", w)
+    if h * w != num_pixels:
+        raise ValueError(
+            f"image_shape {(h, w)} has {h * w} pixels but the model's images have {num_pixels}; "
+            f"pass {(28, 28) if num_pixels == 784 else (8, 8) if num_pixels == 64 else '(height, width)'}."
+        )
+    return h, w
+
+
+def _check_index(name, index, num_images):
+    """A whole number in ``[0, num_images)``."""
+    index = _args.count(name, index, minimum=0)
+    if index >= num_images:
+        raise ValueError(f"{name}={index} is out of range: there are {num_images} images (0 to {num_images - 1}).")
+    return index
 
 
 def _check_code(z, latent_dim):
@@ -173,6 +196,8 @@ def latent_sliders(model, x, image_shape, *, num_sliders=8, limit=3.0):
     """
     order, kl = dimension_order(model, x)
     decode = compile_decode(model.decoder)
+    _check_image_shape(image_shape, model.num_pixels)
+    num_sliders = _args.count("num_sliders", num_sliders)
     return LatentSliders(decode, np.zeros(model.latent_dim), order[:num_sliders], image_shape, limit=limit, kl=kl)
 
 
@@ -213,6 +238,9 @@ def encode_and_perturb(model, x, image_shape, *, labels=None, index=0, num_slide
     """
     order, kl = dimension_order(model, x[:1000])
     decode = compile_decode(model.decoder)
+    _check_image_shape(image_shape, model.num_pixels)
+    _check_index("index", index, len(x))
+    num_sliders = _args.count("num_sliders", num_sliders)
     return EncodePerturb(decode, encode_means(model, x), x, image_shape, order[:num_sliders],
                          labels=labels, index=index, limit=limit, kl=kl)
 
@@ -246,6 +274,8 @@ class Interpolation(View):
 
 def interpolation(model, x, image_shape, *, index_a=0, index_b=1):
     """Interpolate between the posterior means of ``x[index_a]`` and ``x[index_b]``. Lesson 7."""
+    _check_image_shape(image_shape, model.num_pixels)
+    index_a, index_b = _check_index("index_a", index_a, len(x)), _check_index("index_b", index_b, len(x))
     means = encode_means(model, x[[index_a, index_b]])
     decode = compile_decode(model.decoder)
     return Interpolation(decode, means[0], means[1], x[index_a], x[index_b], image_shape)
@@ -306,4 +336,8 @@ def manifold(model, image_shape, *, num_points=15, limit=3.0):
     """The decoded 2-D latent manifold of a ``latent_dim=2`` model, with a movable marked point. Lesson 7."""
     if model.latent_dim != 2:
         raise ValueError(f"manifold needs a model with latent_dim=2, got latent_dim={model.latent_dim}.")
+    _check_image_shape(image_shape, model.num_pixels)
+    num_points = _args.count("num_points", num_points, minimum=3)
+    if num_points > 40:
+        raise ValueError(f"num_points={num_points} decodes {num_points}**2 images; use at most 40 (15 is plenty).")
     return Manifold(compile_decode(model.decoder), image_shape, num_points=num_points, limit=limit)

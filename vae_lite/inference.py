@@ -5,9 +5,9 @@ r"""Mean-field (per-datapoint) versus amortized inference, and the gaps between 
 :math:`q_{\lambda_i}(z) = \mathcal N(\mu_i, \operatorname{diag}\sigma^2_i)`, each optimised
 directly for its own point; amortized inference instead has an encoder map any x to its λ.
 
-Log joints take the data point explicitly: ``log_joint(x_i, z) -> log p(x_i, z)`` (scalar,
+Per-point log joints take the data point explicitly: ``point_log_joint(x_i, z) -> log p(x_i, z)`` (scalar,
 ``x_i`` one data point, ``z (latent_dim,)``), so one compiled optimiser serves every point
-of a data set. Plain functions work; :func:`vae_log_joint` and :func:`linear_gaussian_log_joint`
+of a data set. Plain functions work; :func:`vae_point_log_joint` and :func:`linear_gaussian_point_log_joint`
 wrap a model as a ``jax.tree_util.Partial`` so its weights enter the compiled program as
 arguments rather than baked-in constants. Compilations are reused while the same log-joint
 object, shapes, ``num_samples`` and ``check_every`` come back.
@@ -35,20 +35,20 @@ def _decoder(decoder, x, z):
     return decoder_log_joint(decoder, x)(z)
 
 
-def linear_gaussian_log_joint(model):
+def linear_gaussian_point_log_joint(model):
     """``(x_i, z) -> log p(x_i, z)`` of a :class:`vae_lite.posterior.LinearGaussian`. Lesson 6."""
     return Partial(_linear_gaussian, model)
 
 
-def vae_log_joint(decoder):
+def vae_point_log_joint(decoder):
     """``(x_i, z) -> log p(x_i | z) + log p(z)`` of a Bernoulli decoder, standard normal prior. Lesson 6."""
     return Partial(_decoder, decoder)
 
 
-def _as_partial(log_joint):
-    if not callable(log_joint):
-        raise ValueError(f"log_joint must be a callable (x_i, z) -> scalar, got {type(log_joint).__name__}.")
-    return log_joint if isinstance(log_joint, Partial) else Partial(log_joint)
+def _as_partial(point_log_joint):
+    if not callable(point_log_joint):
+        raise ValueError(f"point_log_joint must be a callable (x_i, z) -> scalar, got {type(point_log_joint).__name__}.")
+    return point_log_joint if isinstance(point_log_joint, Partial) else Partial(point_log_joint)
 
 
 def _check_params(x, mu, log_var, fix="Pass one row of (mu, log_var) per data point."):
@@ -60,10 +60,10 @@ def _check_params(x, mu, log_var, fix="Pass one row of (mu, log_var) per data po
         )
 
 
-def _per_point(estimator, key, log_joint, x, mu, log_var, num_samples):
+def _per_point(estimator, key, point_log_joint, x, mu, log_var, num_samples):
     """``estimator`` (an :mod:`vae_lite.elbo` function) for every point, ``(N,)``; one key per point."""
     keys = jax.random.split(key, x.shape[0])
-    one = lambda k, xi, m, lv: estimator(k, lambda z: log_joint(xi, z), m, lv, num_samples)  # noqa: E731
+    one = lambda k, xi, m, lv: estimator(k, lambda z: point_log_joint(xi, z), m, lv, num_samples)  # noqa: E731
     return jax.vmap(one)(keys, x, mu, log_var)
 
 
@@ -87,13 +87,13 @@ class MeanFieldFit(NamedTuple):
 
 
 def _chunk(
-    params, opt_state, key, first_step, num_steps, learning_rate, x, log_joint, *, length, num_samples
+    params, opt_state, key, first_step, num_steps, learning_rate, x, point_log_joint, *, length, num_samples
 ):
     """``length`` Adam steps (steps at or past ``num_steps`` are skipped) on every point at once."""
     optimizer = optax.adam(learning_rate)
 
     def negative_elbo(params, step_key):
-        per_point = _per_point(elbo_lib.elbo, step_key, log_joint, x, *params, num_samples)
+        per_point = _per_point(elbo_lib.elbo, step_key, point_log_joint, x, *params, num_samples)
         return -jnp.sum(per_point), jnp.mean(per_point)  # points are independent: sum = per-point steps
 
     def step(carry, i):
@@ -115,7 +115,7 @@ _chunk_jit = jax.jit(_chunk, static_argnames=("length", "num_samples"))
 
 def fit_mean_field(
     key,
-    log_joint,
+    point_log_joint,
     x,
     *,
     latent_dim=None,
@@ -139,8 +139,8 @@ def fit_mean_field(
     Args:
         key: a ``jax.random`` key; step t uses ``fold_in(key, t)``, so a shorter run with the
             same key follows a prefix of a longer one.
-        log_joint: ``(x_i, z (latent_dim,)) -> log p(x_i, z)`` for one data point.
-        x: ``(N, ...)`` data points (rows are passed one at a time to ``log_joint``).
+        point_log_joint: ``(x_i, z (latent_dim,)) -> log p(x_i, z)`` for one data point.
+        x: ``(N, ...)`` data points (rows are passed one at a time to ``point_log_joint``).
         latent_dim: dimension of z; needed when ``init`` is None (then λ starts at the prior,
             μ = 0, log σ² = 0).
         init: optional ``(mu, log_var)``, each ``(N, latent_dim)``, e.g. an encoder's output
@@ -171,12 +171,12 @@ def fit_mean_field(
     _check_params(x, *params)
     if latent_dim is not None and params[0].shape[1] != latent_dim:
         raise ValueError(f"latent_dim={latent_dim} but init has latent_dim {params[0].shape[1]}.")
-    log_joint = _as_partial(log_joint)
+    point_log_joint = _as_partial(point_log_joint)
     opt_state = optax.adam(learning_rate).init(params)
     traces, previous, converged, taken = [], None, False, 0
     while taken < num_steps and not converged:
         params, opt_state, trace = _chunk_jit(
-            params, opt_state, key, taken, num_steps, learning_rate, x, log_joint,
+            params, opt_state, key, taken, num_steps, learning_rate, x, point_log_joint,
             length=check_every, num_samples=num_samples,
         )  # fmt: skip
         trace = np.asarray(trace)[: num_steps - taken]
@@ -205,41 +205,41 @@ def mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples):
     return mu + learning_rate * grad_mu, log_var + learning_rate * grad_log_var
 
 
-def _per_point_batched(key, log_joint, x, mu, log_var, *, estimator, num_samples, batch_size):
+def _per_point_batched(key, point_log_joint, x, mu, log_var, *, estimator, num_samples, batch_size):
     keys = jax.random.split(key, x.shape[0])
-    one = lambda a: estimator(a[0], lambda z: log_joint(a[1], z), a[2], a[3], num_samples)  # noqa: E731
+    one = lambda a: estimator(a[0], lambda z: point_log_joint(a[1], z), a[2], a[3], num_samples)  # noqa: E731
     return jax.lax.map(one, (keys, x, mu, log_var), batch_size=batch_size)
 
 
 _per_point_batched = jax.jit(_per_point_batched, static_argnames=("estimator", "num_samples", "batch_size"))
 
 
-def _estimate(estimator, key, log_joint, x, mu, log_var, num_samples, batch_size):
+def _estimate(estimator, key, point_log_joint, x, mu, log_var, num_samples, batch_size):
     num_samples = _args.count("num_samples", num_samples)
     x = jnp.asarray(x)
     _check_params(x, mu, log_var)
     batch_size = batch_size or max(1, min(x.shape[0], 2**13 // num_samples))  # bound memory
     return _per_point_batched(
-        key, _as_partial(log_joint), x, jnp.asarray(mu, x.dtype), jnp.asarray(log_var, x.dtype),
+        key, _as_partial(point_log_joint), x, jnp.asarray(mu, x.dtype), jnp.asarray(log_var, x.dtype),
         estimator=estimator, num_samples=num_samples, batch_size=batch_size,
     )  # fmt: skip
 
 
-def elbo_per_point(key, log_joint, x, mu, log_var, num_samples=100, batch_size=None):
+def elbo_per_point(key, point_log_joint, x, mu, log_var, num_samples=100, batch_size=None):
     """Monte Carlo ELBO :func:`vae_lite.elbo.elbo` of each point's q, ``(N,)``.
 
-    Args: ``log_joint(x_i, z)``; ``x (N, ...)``; ``mu, log_var (N, latent_dim)``; ``batch_size``
+    Args: ``point_log_joint(x_i, z)``; ``x (N, ...)``; ``mu, log_var (N, latent_dim)``; ``batch_size``
     points per vectorised batch (default: memory-bounded). Introduced in lesson 6.
     """
-    return _estimate(elbo_lib.elbo, key, log_joint, x, mu, log_var, num_samples, batch_size)
+    return _estimate(elbo_lib.elbo, key, point_log_joint, x, mu, log_var, num_samples, batch_size)
 
 
-def log_evidence_per_point(key, log_joint, x, mu, log_var, num_samples=1000, batch_size=None):
+def log_evidence_per_point(key, point_log_joint, x, mu, log_var, num_samples=1000, batch_size=None):
     """Importance-sampled log p(x_i) (:func:`vae_lite.elbo.log_evidence_is`, proposal q_i), ``(N,)``.
 
     Args as for :func:`elbo_per_point`. Introduced in lesson 6.
     """
-    return _estimate(elbo_lib.log_evidence_is, key, log_joint, x, mu, log_var, num_samples, batch_size)
+    return _estimate(elbo_lib.log_evidence_is, key, point_log_joint, x, mu, log_var, num_samples, batch_size)
 
 
 def inference_gaps(log_px, elbo_optimal, elbo_encoder):
@@ -273,7 +273,7 @@ def summarize_gaps(log_px, elbo_optimal, elbo_encoder):
     return {k: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(n))) for k, v in columns.items()}
 
 
-def semi_amortized(key, log_joint, x, encoder, num_steps, **fit_kwargs):
+def semi_amortized(key, point_log_joint, x, encoder, num_steps, **fit_kwargs):
     """Start at the encoder's λ = encoder(x) and take ``num_steps`` Adam steps (no plateau stop).
 
     ``num_steps = 0`` returns the encoder's λ itself (amortized inference). Other keyword
@@ -284,7 +284,7 @@ def semi_amortized(key, log_joint, x, encoder, num_steps, **fit_kwargs):
     mu, log_var = encoder(x)
     if num_steps == 0:
         return mu, log_var
-    fit = fit_mean_field(key, log_joint, x, init=(mu, log_var), num_steps=num_steps, tol=None, **fit_kwargs)
+    fit = fit_mean_field(key, point_log_joint, x, init=(mu, log_var), num_steps=num_steps, tol=None, **fit_kwargs)
     return fit.mu, fit.log_var
 
 

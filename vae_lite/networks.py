@@ -74,10 +74,20 @@ class VAE(nnx.Module):
     Introduced in lesson 5; ``hidden=(400,), latent_dim=20`` is the standard model.
     """
 
+    kind = "vae"  # the name training.TrainConfig(model=...) uses
+
     def __init__(self, num_pixels, hidden=(400,), latent_dim=20, *, rngs: nnx.Rngs):
         hidden = tuple(hidden)
         self.encoder = Encoder(num_pixels, hidden, latent_dim, rngs=rngs)
         self.decoder = Decoder(latent_dim, hidden[::-1], num_pixels, rngs=rngs)
+
+    def code(self, x):
+        """The code of images ``x (..., pixels)``: the mean of q(z|x), ``(..., latent_dim)``.
+
+        The same method on :class:`Autoencoder` gives its deterministic code, so plots and
+        the explorer treat both models alike. Introduced in lesson 5.
+        """
+        return self.encoder(x)[0]
 
     @property
     def latent_dim(self):
@@ -107,10 +117,16 @@ class Autoencoder(nnx.Module):
     Introduced in lesson 2.
     """
 
+    kind = "ae"
+
     def __init__(self, num_pixels, hidden=(400,), latent_dim=20, *, rngs: nnx.Rngs):
         hidden = tuple(hidden)
         self.encoder = CodeEncoder(num_pixels, hidden, latent_dim, rngs=rngs)
         self.decoder = Decoder(latent_dim, hidden[::-1], num_pixels, rngs=rngs)
+
+    def code(self, x):
+        """The code of images ``x (..., pixels)``: ``encoder(x)``, ``(..., latent_dim)`` (as :meth:`VAE.code`)."""
+        return self.encoder(x)
 
     latent_dim = VAE.latent_dim
     num_pixels = VAE.num_pixels

@@ -16,6 +16,7 @@ import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,26 +50,49 @@ class ModelCacheWarning(UserWarning):
     """The model cache could not be read or written; training still returns its model."""
 
 
-def vae_terms(model, key, x):
+class Terms(NamedTuple):
+    """Per-image terms of the training objective, each ``(batch,)``; the ELBO is ``recon - kl``.
+
+    Attributes:
+        recon: log p(x | z), z drawn from q(z|x) (a VAE) or the code itself (an autoencoder).
+        kl: KL(q(z|x) || p(z)) in closed form; zeros for an autoencoder.
+    """
+
+    recon: jnp.ndarray
+    kl: jnp.ndarray
+
+
+class Metrics(NamedTuple):
+    """Mean per-image figures of a model on a set of images (nats), from :func:`evaluate`."""
+
+    elbo: float
+    recon: float
+    kl: float
+
+
+def vae_terms(key, model, x):
     r"""Per-image ELBO terms of a VAE with one reparameterised sample.
 
-    Returns ``(recon, kl)``, each ``(batch,)``: recon = log p(x|z) with z ~ q(z|x),
-    kl = KL(q(z|x) || p(z)); the ELBO is ``recon - kl``. Introduced in lesson 5.
+    Returns a :class:`Terms` ``(recon, kl)``, each ``(batch,)``: recon = log p(x|z) with
+    z ~ q(z|x), kl = KL(q(z|x) || p(z)); the ELBO is ``recon - kl``. Introduced in lesson 5.
     """
     mu, log_var = model.encoder(x)
     z = reparameterize(key, mu, log_var)
-    return log_bernoulli(x, model.decoder(z)), kl_normal_std(mu, log_var)
+    return Terms(log_bernoulli(x, model.decoder(z)), kl_normal_std(mu, log_var))
 
 
-def autoencoder_terms(model, key, x):
-    """Per-image terms of a plain autoencoder: ``(log p(x | z = encoder(x)), zeros)``. Lesson 2."""
-    recon = log_bernoulli(x, model.decoder(model.encoder(x)))
-    return recon, jnp.zeros_like(recon)
+def autoencoder_terms(key, model, x):
+    """Per-image terms of a plain autoencoder: ``Terms(log p(x | z = encoder(x)), zeros)``. Lesson 2.
+
+    ``key`` is unused (the code is deterministic); it is there so both models' terms are called alike.
+    """
+    recon = log_bernoulli(x, model.decoder(model.code(x)))
+    return Terms(recon, jnp.zeros_like(recon))
 
 
-MODELS = {"vae": (VAE, vae_terms), "ae": (Autoencoder, autoencoder_terms)}
+MODELS = {VAE.kind: (VAE, vae_terms), Autoencoder.kind: (Autoencoder, autoencoder_terms)}
 EVAL_BLOCK = 2000  # images evaluated together by evaluate()
-_JITTED_TERMS = {True: nnx.jit(vae_terms), False: nnx.jit(autoencoder_terms)}  # compiled once per shape
+_JITTED_TERMS = {kind: nnx.jit(terms) for kind, (_, terms) in MODELS.items()}  # compiled once per shape
 
 
 @dataclass(frozen=True)
@@ -127,6 +151,7 @@ def build_model(config, num_pixels):
 def make_epoch(graphdef, terms_fn, optimizer, batch_size, max_level=1):
     """Compile one epoch: shuffle, binarise each minibatch afresh, scan the Adam steps.
 
+    ``terms_fn(key, model, x) -> Terms`` gives the per-image terms (:func:`vae_terms`).
     Returns ``epoch(params, opt_state, x, key, beta=1.0) -> (params, opt_state, recon, kl)``
     where ``recon`` and ``kl`` are the epoch's mean per-image terms and ``beta`` weights
     the KL (an argument, so one compiled epoch serves a whole beta sweep). ``x`` holds grey levels
@@ -135,7 +160,7 @@ def make_epoch(graphdef, terms_fn, optimizer, batch_size, max_level=1):
     """
 
     def loss_fn(params, key, xb, beta):
-        recon, kl = terms_fn(nnx.merge(graphdef, params), key, xb)
+        recon, kl = terms_fn(key, nnx.merge(graphdef, params), xb)
         return -jnp.mean(recon - beta * kl), (jnp.mean(recon), jnp.mean(kl))
 
     def step(carry, inputs):
@@ -326,15 +351,17 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
     return TrainResult(model, config, history, from_cache=False)
 
 
-def evaluate(model, key, x):
-    """Mean per-image ``{"elbo", "recon", "kl"}`` of ``model`` on images ``x`` (one z sample each).
+def evaluate(key, model, x):
+    """Mean per-image :class:`Metrics` ``(elbo, recon, kl)`` of ``model`` on images ``x`` (one z sample each).
 
     For a plain autoencoder, ``kl`` is 0 and ``elbo`` is just the reconstruction term.
+    Introduced in lesson 5.
     """
-    terms_fn = _JITTED_TERMS[isinstance(model, VAE)]
+    _args.prng_key("key", key)
+    terms_fn = _JITTED_TERMS[model.kind]
     blocks = [  # blocks of images keep the (images, pixels) intermediates small
-        terms_fn(model, jax.random.fold_in(key, i), jnp.asarray(x[start : start + EVAL_BLOCK]))
+        terms_fn(jax.random.fold_in(key, i), model, jnp.asarray(x[start : start + EVAL_BLOCK]))
         for i, start in enumerate(range(0, len(x), EVAL_BLOCK))
     ]
     recon, kl = (jnp.concatenate(parts) for parts in zip(*blocks, strict=True))
-    return {"elbo": float(jnp.mean(recon - kl)), "recon": float(jnp.mean(recon)), "kl": float(jnp.mean(kl))}
+    return Metrics(float(jnp.mean(recon - kl)), float(jnp.mean(recon)), float(jnp.mean(kl)))

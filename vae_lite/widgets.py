@@ -15,6 +15,7 @@ import io
 import math
 
 import ipywidgets as widgets
+import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -142,7 +143,20 @@ class ElboWidget(View):
         self.z_grid = np.asarray(grid_axis, np.float64)
         if self.z_grid.ndim != 1 or len(self.z_grid) < 3:
             raise ValueError(f"grid_axis must be a 1-D array of at least 3 points, got shape {self.z_grid.shape}.")
-        post = grid_posterior(lambda z: log_joint(z), [jnp.asarray(grid_axis)])
+        for name, value in (("mu", mu), ("log_var", log_var)):
+            if not np.all(np.isfinite(np.asarray(value, np.float64))) or np.ndim(value) != 0:
+                raise ValueError(f"{name} must be one finite number (the slider's start), got {value!r}.")
+        try:
+            out = jax.eval_shape(log_joint, jax.ShapeDtypeStruct((1,), jnp.float32))
+        except Exception as error:  # a log joint of another latent dimension fails inside its own code
+            raise ValueError(
+                f"elbo_widget is for a model with a 1-D latent: log_joint(z) on z of shape (1,) failed with "
+                f"{type(error).__name__}: {str(error).splitlines()[0][:200]}. Pass the log joint of a latent_dim=1 model."
+            ) from None
+        if out.shape != ():
+            raise ValueError(f"log_joint must return one number log p(x, z) per z, got shape {out.shape}.")
+        # grid_posterior checks that the axis is evenly spaced
+        post = grid_posterior(lambda z: log_joint(z), [jnp.asarray(grid_axis, jnp.float32)])
         self.log_evidence = float(post.log_evidence)
         self.log_cell = float(np.log(post.cell_volume))
         self.log_post = np.asarray(post.log_density, np.float64)  # (G,) log p(z_g|x)
