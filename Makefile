@@ -25,9 +25,12 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lessons: setup
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG)
 
+# Two pytest workers; each test file (each notebook) stays on one worker, in order.
+TEST_WORKERS ?= 2
+
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests --nbval-lax notebooks -v
+	$(BIN)/python -m pytest tests --nbval-lax notebooks -v -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow and not browser"
