@@ -211,4 +211,33 @@ def test_widget_object_displays_live_and_static(model, images):
     view = explorer.latent_sliders(model, images[0], IMAGE_SHAPE, num_sliders=1)
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert base64.b64decode(bundle["image/png"]) == view.png
+    assert base64.b64decode(bundle["image/png"]) == view.static_png
+
+
+def static_caption(view):
+    """The text a saved notebook's static PNG of ``view`` carries (its PNG description)."""
+    return Image.open(io.BytesIO(view.static_png)).text["Description"]
+
+
+def test_static_copies_state_their_slider_values(model, model2d, images):
+    x, labels = images
+    sliders = explorer.latent_sliders(model, x, IMAGE_SHAPE, num_sliders=3)
+    sliders.sliders[1].value = -1.25
+    caption = static_caption(sliders)
+    for j, s in zip(sliders.dims, sliders.sliders, strict=True):
+        assert f"z[{j}] (" in caption and f" nats) = {s.value:.2f}" in caption
+    assert "= -1.25" in caption
+
+    perturb = explorer.encode_and_perturb(model, x, IMAGE_SHAPE, labels=labels, index=4)
+    perturb.digit.value = int(np.flatnonzero(labels == 2)[0])
+    caption = static_caption(perturb)
+    assert f"test image = {perturb.picker.value}" in caption and "or digit = first 2" in caption
+    assert all(f"= {s.value:.2f}" in caption for s in perturb.sliders)
+
+    between = explorer.interpolation(model, x, IMAGE_SHAPE, index_a=0, index_b=1)
+    between.t.value, between.path.value = 0.3, "spherical"
+    assert "t = 0.30" in static_caption(between) and "path = spherical" in static_caption(between)
+
+    grid = explorer.manifold(model2d, IMAGE_SHAPE, num_points=5)
+    grid.sliders[0].value = 1.5
+    assert "z[0] = 1.50, z[1] = 0.00" in static_caption(grid)

@@ -74,7 +74,32 @@ def test_view_redraws_on_a_slider_change_and_rejects_nan():
     assert view.level.value == 1.0
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert base64.b64decode(bundle["image/png"]) == view.png
+    assert base64.b64decode(bundle["image/png"]) == view.static_png
+
+
+def test_static_png_is_the_picture_with_the_controls_written_under_it():
+    view = Level()
+    view.level.value = 0.75
+    assert view.caption()[1:] == ["level = 0.75"]
+    static = Image.open(io.BytesIO(view.static_png))
+    assert static.text["Description"] == "\n".join(view.caption())  # the text travels with the picture
+    live = png_pixels(view.png, "RGB")
+    h, w, _ = live.shape
+    pixels = np.asarray(static.convert("RGB"))
+    np.testing.assert_array_equal(pixels[:h, :w], live)  # the picture itself, unchanged
+    assert pixels.shape[0] > h and (pixels[h:] < 128).any()  # and dark text below it
+    assert view._repr_mimebundle_()["text/plain"] == "\n".join(view.caption())
+
+
+def test_control_text_reads_what_the_reader_sees():
+    assert widgets.control_text(widgets.slider("z[3]", -1.234, 3.0)) == "z[3] = -1.23"
+    html = widgets.widgets.HTML("<b>ELBO</b> -3.5 &nbsp;+&nbsp; <b>KL</b> 0.2")
+    assert widgets.control_text(html) == "ELBO -3.5 + KL 0.2"
+    choice = widgets.widgets.Dropdown(options=[("first 7", 0), ("first 2", 1)], value=1, description="or digit")
+    assert widgets.control_text(choice) == "or digit = first 2"
+    assert widgets.control_text(widgets.widgets.Dropdown(options=[("a", 0)], value=None)) == ""
+    box = widgets.widgets.HBox([widgets.slider("a", 0.5, 1.0), widgets.slider("b", -0.25, 1.0)])
+    assert widgets.control_text(box) == "a = 0.50, b = -0.25"
 
 
 # ---------------------------------------------------------------- lesson 4: ELBO widget
@@ -126,6 +151,11 @@ def test_elbo_widget_sliders_update_live(linear_gaussian):
     np.testing.assert_allclose(view.elbo, closed_form_elbo(model, x, view.mu, view.log_var), atol=1e-3)
     assert view.kl < 1e-3  # q = posterior: the bound is tight
     assert str(round(view.kl, 3)) in view.text.value or f"{view.kl:.3f}" in view.text.value
+    # the static copy (a saved notebook without a kernel) states the slider values and all three readouts
+    caption = Image.open(io.BytesIO(view.static_png)).text["Description"]
+    assert f"mu = {view.mu:.2f}" in caption and f"log_var = {view.log_var:.2f}" in caption
+    for name, value in (("log p(x) =", view.log_evidence), ("ELBO", view.elbo), ("KL(q || p(z|x))", view.kl)):
+        assert f"{name} {value:.3f}" in caption, (name, caption)
     view.log_var_slider.value = 100.0  # clamped to the slider's range
     assert view.log_var == view.log_var_slider.max
     view.mu_slider.value = float("nan")

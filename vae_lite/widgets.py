@@ -5,14 +5,19 @@ Every widget is an explicit ipywidgets layout around an ``ipywidgets.Image``: a 
 crisp upscaled PNG, redrawn whenever a slider moves. The widget objects keep their state
 (the slider values and the numbers they show), so tests and notebooks can drive them from
 Python by setting slider values. Displaying the object itself also stores a static PNG of
-the current picture, for readers of a saved notebook.
+the current picture for readers of a saved notebook (on GitHub or nbviewer, without a
+kernel): the picture with the controls' values and readouts written under it
+(:meth:`View.caption`), the same text as the PNG's description and as the plain-text output.
 
 Lesson 7's latent-space widgets (:mod:`vae_lite.explorer`) are built on the same :class:`View`.
 """
 
 import base64
+import html
 import io
 import math
+import re
+import textwrap
 
 import ipywidgets as widgets
 import jax
@@ -20,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from vae_lite.posterior import grid_posterior
 
@@ -50,6 +55,51 @@ def to_png(image, scale=6, marker=None):
     buffer = io.BytesIO()
     img.save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
+
+
+def captioned_png(png, lines, *, min_width=360, font_size=13):
+    """PNG bytes of picture ``png`` with ``lines`` of text written under it, on white.
+
+    The canvas is at least ``min_width`` pixels wide (long lines wrap to it), and the text is also
+    stored as the PNG's ``Description`` (a tEXt chunk), so the picture explains itself when it
+    is all a reader has: the static output of a widget in a saved notebook.
+    """
+    picture = Image.open(io.BytesIO(png)).convert("RGB")
+    font = ImageFont.load_default(size=font_size)
+    width = max(picture.width, min_width)
+    average = font.getlength("mu = 0.50, log p(x) -3.038") / 27  # pixels per character of typical text
+    chars = max(20, int((width - 8) / average))
+    wrapped = [part for line in lines for part in textwrap.wrap(line, chars, break_on_hyphens=False) or [""]]
+    line_height = int(1.4 * font_size)
+    canvas = Image.new("RGB", (width, picture.height + 6 + line_height * len(wrapped) + 4), "white")
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(wrapped):
+        draw.text((4, picture.height + 6 + k * line_height), line, fill=(0, 0, 0), font=font)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", "\n".join(lines))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="png", pnginfo=info)
+    return buffer.getvalue()
+
+
+def control_text(control):
+    """One line of text for what a control shows: ``description = value`` or an HTML readout as text.
+
+    Containers give their children's lines joined by ``, ``; a control with no value yet gives ``""``.
+    """
+    if isinstance(control, widgets.Box):
+        return ", ".join(t for t in (control_text(c) for c in control.children) if t)
+    if isinstance(control, widgets.HTML):
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", "", control.value)).split())
+    value = getattr(control, "value", None)
+    if value is None:
+        return ""
+    if isinstance(control, (widgets.Dropdown, widgets.ToggleButtons)):
+        value = control.label  # what the reader sees, not the option's value
+    if isinstance(value, float):
+        value = f"{value:.2f}"
+    return f"{control.description} = {value}" if control.description else str(value)
 
 
 def side_by_side(images, gap=1):
@@ -93,6 +143,7 @@ class View:
         self._hold, self.scale = False, None
         self.refresh()  # the first draw also compiles (warm-up) before anything is shown
         self.image_widget.height, self.image_widget.width = (str(n * self.scale) for n in self._shape)
+        self.controls = list(controls)
         controls = widgets.VBox(controls)
         if beside:
             self.widget = widgets.HBox([self.image_widget, controls])
@@ -123,9 +174,21 @@ class View:
         """The PNG bytes now shown."""
         return self.image_widget.value
 
+    def caption(self):
+        """The controls' values and readouts as lines of text, one line per control (see :func:`control_text`)."""
+        lines = [text for text in (control_text(c) for c in self.controls) if text]
+        return ["Static copy of the widget (run the notebook to move the sliders):", *lines]
+
+    @property
+    def static_png(self):
+        """The PNG a saved notebook shows without a kernel: the picture, with :meth:`caption` under it."""
+        return captioned_png(self.png, self.caption())
+
     def _repr_mimebundle_(self, **kwargs):
-        # Live widget for Jupyter/Voila; the static PNG is what a saved notebook shows elsewhere.
-        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(self.png).decode()}
+        # Live widget for Jupyter/Voila; the captioned PNG (and the caption as plain text) is what a
+        # saved notebook shows without a kernel (GitHub, nbviewer).
+        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(self.static_png).decode(),
+                "text/plain": "\n".join(self.caption())}
 
 
 # ---------------------------------------------------------------- lesson 4: ELBO widget
