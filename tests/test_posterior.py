@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from vae_lite import _reference as R
 from vae_lite import posterior
 from vae_lite.distributions import log_bernoulli, log_normal_std
 
@@ -18,10 +19,7 @@ def make_model(latent_dim, data_dim=3, sigma=1.0, seed=0):
 
 def conditioned_gaussian(model, x):
     """p(z|x) from the joint Gaussian of (z, x) by the conditioning formula (an independent route)."""
-    W, b, s2 = (np.asarray(model.W, np.float64), np.asarray(model.b, np.float64), model.sigma**2)
-    cov_xx = W @ W.T + s2 * np.eye(len(b))
-    gain = W.T @ np.linalg.inv(cov_xx)  # Cov(z, x) Cov(x)^-1
-    return gain @ (np.asarray(x, np.float64) - b), np.eye(W.shape[1]) - gain @ W
+    return R.linear_gaussian_posterior(model.W, model.b, model.sigma, x)
 
 
 def test_linear_gaussian_exact_formulas():
