@@ -86,3 +86,19 @@ def gaussian_entropy(var):
 def linear_gaussian_elbo(W, b, sigma, x, mu, var):
     """ELBO of q = N(mu, diag var) in closed form: expected log joint plus entropy."""
     return linear_gaussian_expected_log_joint(W, b, sigma, x, mu, var) + gaussian_entropy(var)
+
+
+def linear_gaussian_elbo_grad(W, b, sigma, x, mu, log_var, eps):
+    """Gradient of the reparameterised Monte Carlo ELBO w.r.t. ``(mu, log_var)``, by hand.
+
+    With z_s = mu + e^{log_var/2} eps_s the estimate is mean_s [log p(x, z_s) - log q(z_s)],
+    and log q(z_s) = -1/2 sum(log 2 pi + log_var + eps_s^2) depends on log_var only. With
+    g_s = grad_z log p(x, z_s) = W^T (x - W z_s - b) / sigma^2 - z_s:
+    grad_mu = mean_s g_s, grad_log_var = mean_s g_s * eps_s * e^{log_var/2} / 2 + 1/2.
+    ``eps (S, d)``; returns ``(grad_mu (d,), grad_log_var (d,))``.
+    """
+    W, b, x, mu, log_var, eps, s2 = f64(W), f64(b), f64(x), f64(mu), f64(log_var), f64(eps), float(sigma) ** 2
+    std = np.exp(0.5 * log_var)
+    z = mu + std * eps
+    g = (x - z @ W.T - b) @ W / s2 - z
+    return g.mean(0), (g * eps).mean(0) * 0.5 * std + 0.5
