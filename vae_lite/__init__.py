@@ -3,7 +3,8 @@
 Modules load on first use (``vae_lite.elbo``, ``from vae_lite import explorer``), so
 ``import vae_lite`` stays fast.
 
-Core: ``distributions``, ``networks``, ``training``, ``data``, ``plotting``, ``widgets``, ``grading``.
+Core: ``distributions``, ``networks``, ``training``, ``data``, ``plotting``, ``widgets``, ``grading``,
+``classifier``.
 Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` (3), ``elbo`` (4),
 ``reparam`` (5), ``inference`` (6), ``explorer`` (7).
 """
@@ -12,7 +13,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-CORE = ("distributions", "networks", "training", "data", "plotting", "widgets", "grading")
+CORE = ("distributions", "networks", "training", "data", "plotting", "widgets", "grading", "classifier")
 LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "explorer")
 __all__ = [*CORE, *LESSONS, "__version__"]
 

@@ -62,3 +62,57 @@ def plot_history(history, *, axes=None, title=None):
     if title:
         axes[0].figure.suptitle(title)
     return axes
+
+
+def plate_diagram(nodes, edges, plates, *, ax=None, title=None):
+    """Draw a graphical model in plate notation: circles for variables, arrows, boxed plates.
+
+    Args:
+        nodes: ``{name: (x, y, label, observed)}``: a circle at (x, y) with a LaTeX label, shaded
+            when ``observed``; a ``label`` starting with ``"."`` is drawn as a small dot (a fixed
+            parameter) with the rest of the label beside it.
+        edges: ``[(parent, child), ...]`` arrows between node names.
+        plates: ``[(x0, y0, x1, y1, label), ...]`` rectangles; the label goes in the lower-right
+            corner (e.g. ``r"$i = 1..N$"``).
+        ax: a matplotlib axis (a new one otherwise).
+        title: the axis title.
+
+    Returns:
+        the axis. Introduced in lesson 1.
+    """
+    from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.5, 3))
+    radius = 0.32
+    for x0, y0, x1, y1, label in plates:
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2, ec="0.3"))
+        ax.text(x1 - 0.08, y0 + 0.08, label, ha="right", va="bottom", fontsize=9)
+    for x, y, label, observed in nodes.values():
+        if label.startswith("."):
+            ax.plot([x], [y], "ko", ms=5)
+            ax.text(x + 0.15, y + 0.1, label[1:], ha="left", va="bottom", fontsize=12)
+        else:
+            ax.add_patch(Circle((x, y), radius, fc="0.8" if observed else "white", ec="k", lw=1.2))
+            ax.text(x, y, label, ha="center", va="center", fontsize=12)
+    for parent, child in edges:
+        (xa, ya, la, _), (xb, yb, _, _) = nodes[parent], nodes[child]
+        dx, dy = xb - xa, yb - ya
+        length = float(np.hypot(dx, dy))
+        start = 0.06 if la.startswith(".") else radius
+        ax.add_patch(
+            FancyArrowPatch(
+                (xa + dx * start / length, ya + dy * start / length),
+                (xb - dx * radius / length, yb - dy * radius / length),
+                arrowstyle="-|>", mutation_scale=12, lw=1.2, color="k",
+            )
+        )
+    xs = [v[0] for v in nodes.values()] + [p[0] for p in plates] + [p[2] for p in plates]
+    ys = [v[1] for v in nodes.values()] + [p[1] for p in plates] + [p[3] for p in plates]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
