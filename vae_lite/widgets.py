@@ -69,7 +69,7 @@ def captioned_png(png, lines, *, min_width=360, font_size=13):
     width = max(picture.width, min_width)
     average = font.getlength("mu = 0.50, log p(x) -3.038") / 27  # pixels per character of typical text
     chars = max(20, int((width - 8) / average))
-    wrapped = [part for line in lines for part in textwrap.wrap(line, chars, break_on_hyphens=False) or [""]]
+    wrapped = [part for line in lines for part in _wrap(line, chars)]
     line_height = int(1.4 * font_size)
     canvas = Image.new("RGB", (width, picture.height + 6 + line_height * len(wrapped) + 4), "white")
     canvas.paste(picture, (0, 0))
@@ -81,6 +81,19 @@ def captioned_png(png, lines, *, min_width=360, font_size=13):
     buffer = io.BytesIO()
     canvas.save(buffer, format="png", pnginfo=info)
     return buffer.getvalue()
+
+
+def _wrap(line, chars):
+    """Lines of at most ``chars`` characters, broken after ``", "`` where possible (whole ``name = value`` items)."""
+    out = []
+    for item in line.split(", "):
+        if out and len(out[-1]) + 2 + len(item) <= chars:
+            out[-1] += ", " + item
+        else:
+            if out:
+                out[-1] += ","
+            out.extend(textwrap.wrap(item, chars, break_on_hyphens=False) or [""])
+    return out
 
 
 def control_text(control):
