@@ -204,8 +204,11 @@ def nearest_distance(x, reference, batch_size=256):
 
     .. math:: d_i = \min_n \lVert x_i - r_n \rVert_2
 
-    A simple sample-quality score: a generated digit that looks like a digit lies close
-    to some training image. Batched over ``x`` to bound memory at ``batch_size * N``.
+    A tempting sample-quality score (a generated digit that looks like a digit lies close
+    to some training image) with a known flaw: it rewards blur, since a grey smear is never
+    far from any training image; lesson 2 shows blurred digits scoring closer than real ones
+    and judges samples with :func:`vae_lite.classifier.confident_share` instead. Batched over
+    ``x`` to bound memory at ``batch_size * N``.
 
     Args:
         x: ``(n, pixels)`` images; reference: ``(N, pixels)``.
