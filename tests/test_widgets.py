@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vae_lite import _reference as R
 from vae_lite import posterior, widgets
 
 
@@ -113,15 +114,8 @@ def linear_gaussian():
 
 
 def closed_form_elbo(model, x, mu, log_var):
-    """ELBO of q = N(mu, e^log_var) for the 1-D-latent linear-Gaussian model, in closed form."""
-    W, b, sigma = np.asarray(model.W, np.float64), np.asarray(model.b, np.float64), model.sigma
-    x, s2 = np.asarray(x, np.float64), np.exp(log_var)
-    D = len(x)
-    resid = x - W[:, 0] * mu - b
-    e_log_lik = -0.5 * D * np.log(2 * np.pi * sigma**2) - (resid @ resid + (W[:, 0] @ W[:, 0]) * s2) / (2 * sigma**2)
-    e_log_prior = -0.5 * np.log(2 * np.pi) - 0.5 * (mu**2 + s2)
-    entropy = 0.5 * np.log(2 * np.pi * np.e * s2)
-    return e_log_lik + e_log_prior + entropy
+    """ELBO of q = N(mu, e^log_var) for the 1-D-latent linear-Gaussian model, in closed form (float64)."""
+    return R.linear_gaussian_elbo(model.W, model.b, model.sigma, x, np.atleast_1d(mu), np.atleast_1d(np.exp(log_var)))
 
 
 @pytest.mark.parametrize("mu, log_var", [(0.0, 0.0), (0.8, -2.0), (-1.0, -0.5)])
