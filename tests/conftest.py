@@ -17,3 +17,18 @@ def mnist_dir():
     from vae_lite import data
 
     return data.bundled_dir() / "mnist"
+
+
+@pytest.fixture
+def private_cache(monkeypatch, tmp_path):
+    """An empty model cache of the test's own (models trained here never reach the user's cache)."""
+    monkeypatch.setenv("VAE_LITE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The bundled 8x8 digits data set."""
+    from vae_lite import data
+
+    return data.load("digits")

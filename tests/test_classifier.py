@@ -5,17 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vae_lite import classifier, data, training
+from vae_lite import classifier, training
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("VAE_LITE_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
+pytestmark = pytest.mark.usefixtures("private_cache")  # every test trains into its own empty cache
 
 
 def _params(model):

@@ -13,8 +13,6 @@ in the model cache like :func:`vae_lite.training.train` (``.npz``, no pickle, at
 
 import dataclasses
 import functools
-import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -29,12 +27,11 @@ from vae_lite import __version__, _args
 from vae_lite.data import Images, load
 from vae_lite.networks import MLP
 from vae_lite.training import (
-    CACHE_ENV,
     CheckpointMismatchError,
     ModelCacheWarning,
-    cache_dir,
+    cache_entry,
     load_model,
-    save_model,
+    save_to_cache,
 )
 
 NUM_CLASSES = 10
@@ -205,10 +202,7 @@ def accuracy(model, x, y):
 
 def classifier_cache_path(config, data):
     """The cache file for ``config`` trained on ``data`` with this library version."""
-    fingerprint = hashlib.sha256(np.ascontiguousarray(data.x_train[::7]).tobytes()).hexdigest()[:16]
-    ident = json.dumps([dataclasses.asdict(config), data.x_train.shape, fingerprint, __version__])
-    name = f"classifier-{config.dataset}-e{config.epochs}"
-    return cache_dir() / "models" / f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npz"
+    return cache_entry(f"classifier-{config.dataset}-e{config.epochs}", config, data)
 
 
 def train_classifier(config=None, data=None, *, retrain=False, progress=True, **overrides):
@@ -241,14 +235,7 @@ def train_classifier(config=None, data=None, *, retrain=False, progress=True, **
             model = Classifier(data.num_pixels, config.hidden, rngs=nnx.Rngs(config.seed))
     if not from_cache:
         losses = fit_classifier(model, config, data.x_train, data.y_train, progress=progress)
-        try:
-            save_model(path, model, {"config": dataclasses.asdict(config), "loss": losses, "version": __version__})
-        except OSError as err:
-            warnings.warn(
-                f"Could not write the model cache in {path.parent} ({err.strerror or err}); set {CACHE_ENV} to a "
-                "writable folder to keep the trained classifier.",
-                ModelCacheWarning,
-                stacklevel=2,
-            )
+        save_to_cache(path, model, {"config": dataclasses.asdict(config), "loss": losses, "version": __version__},
+                      what="classifier")
     test_accuracy = accuracy(model, np.asarray(data.x_test), data.y_test)
     return ClassifierResult(model, config, test_accuracy, from_cache)

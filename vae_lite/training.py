@@ -300,12 +300,35 @@ def _cached_history(path, metadata):
     return history
 
 
-def cache_path(config, data):
-    """The cache file for ``config`` trained on ``data`` with this library version."""
+def cache_entry(name, config, data):
+    """``<cache>/models/<name>-<hash>.npz``: the hash covers the configuration dataclass ``config``,
+    the training images of ``data`` and this library version (shared with :mod:`vae_lite.classifier`)."""
     fingerprint = hashlib.sha256(np.ascontiguousarray(data.x_train[::7]).tobytes()).hexdigest()[:16]
     ident = json.dumps([dataclasses.asdict(config), data.x_train.shape, fingerprint, __version__])
-    name = f"{config.model}-{config.dataset}-z{config.latent_dim}-e{config.epochs}"
     return cache_dir() / "models" / f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npz"
+
+
+def cache_path(config, data):
+    """The cache file for ``config`` trained on ``data`` with this library version."""
+    return cache_entry(f"{config.model}-{config.dataset}-z{config.latent_dim}-e{config.epochs}", config, data)
+
+
+def save_to_cache(path, model, metadata, what="model"):
+    """:func:`save_model` into the model cache; where it cannot be written, warn and go on.
+
+    A read-only shared folder, a full disk or a file where the folder should be costs only
+    the caching: the caller still returns what it trained.
+    """
+    try:
+        save_model(path, model, metadata)
+    except OSError as err:
+        warnings.warn(
+            f"Could not write the model cache in {path.parent} ({err.strerror or err}); the trained {what} is "
+            f"returned but not cached, so the next run trains it again. Set {CACHE_ENV} to a writable "
+            f"folder to keep trained {what}s.",
+            ModelCacheWarning,
+            stacklevel=3,
+        )
 
 
 def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
@@ -338,16 +361,7 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
                           stacklevel=2)
             model = build_model(config, data.num_pixels)
     history = fit(model, config, data.x_train, progress=progress)
-    try:
-        save_model(path, model, {"config": dataclasses.asdict(config), "history": history, "version": __version__})
-    except OSError as err:  # read-only shared folder, full disk, a file where the folder should be
-        warnings.warn(
-            f"Could not write the model cache in {path.parent} ({err.strerror or err}); the trained model is "
-            f"returned but not cached, so the next run trains it again. Set {CACHE_ENV} to a writable "
-            "folder to keep trained models.",
-            ModelCacheWarning,
-            stacklevel=2,
-        )
+    save_to_cache(path, model, {"config": dataclasses.asdict(config), "history": history, "version": __version__})
     return TrainResult(model, config, history, from_cache=False)
 
 
