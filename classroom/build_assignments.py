@@ -15,7 +15,7 @@ import argparse
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = Path(__file__).with_name("nbgrader_config.py")
 LESSON = re.compile(r"^0(\d)_\w+\.ipynb$")
 SECRET = re.compile(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END \1", re.S)
+WRITTEN_STUB = "YOUR ANSWER HERE"  # nbgrader's ClearSolutions.text_stub (its default)
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 
@@ -34,11 +35,13 @@ class Assignment:
     name: str  # e.g. "lesson01"
     source: Path  # the lesson notebook with solutions
     release: Path  # the generated student version
-    exercises: list  # [(grade_id of the test cell, points)]
+    exercises: list  # [(grade_id of the autograded test cell, points)]
+    written: list = field(default_factory=list)  # [(grade_id of a manually graded written answer, points)]
 
     @property
     def points(self):
-        return sum(points for _, points in self.exercises)
+        """All points: the autograded exercises' and the written answers' (graded by hand in formgrader)."""
+        return sum(points for _, points in self.exercises + self.written)
 
 
 def lesson_notebooks(notebooks_dir):
@@ -56,8 +59,16 @@ def nbgrader_meta(cell):
 
 
 def graded_tests(nb):
-    """``[(index, cell)]`` of the graded (autograder test) cells."""
-    return [(i, cell) for i, cell in enumerate(nb.cells) if nbgrader_meta(cell).get("grade")]
+    """``[(index, cell)]`` of the autograded test cells (graded code cells)."""
+    return [(i, cell) for i, cell in enumerate(nb.cells) if nbgrader_meta(cell).get("grade") and cell.cell_type == "code"]
+
+
+def written_answers(nb):
+    """``[(index, cell)]`` of the manually graded written answers: Markdown cells that are both a
+    solution and graded (nbgrader's "manually graded answer"). The lesson holds a model answer;
+    ``generate_assignment`` replaces the whole cell with "YOUR ANSWER HERE"."""
+    return [(i, cell) for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "markdown" and nbgrader_meta(cell).get("grade") and nbgrader_meta(cell).get("solution")]
 
 
 def _secret_regions(nb, min_length=20):
@@ -111,6 +122,16 @@ def find_leaks(solution_nb, student_nb):
             if cell.cell_type == "code":
                 texts.append(text)
     everything = "\n".join(texts)
+    student_cells = {nbgrader_meta(c).get("grade_id"): c for c in student_nb.cells if nbgrader_meta(c)}
+    all_text = "\n".join(t for c in student_nb.cells for t in _cell_texts(c))
+    for _, cell in written_answers(solution_nb):
+        grade_id = nbgrader_meta(cell)["grade_id"]
+        released = student_cells.get(grade_id)
+        if released is None or released.source.strip() != WRITTEN_STUB:
+            problems.append(f"written answer {grade_id!r} is not blank ({WRITTEN_STUB!r}) in the student version")
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", cell.source) if len(s.strip()) >= 40]
+        problems += [f"the student version shows the model answer of {grade_id!r}: {s[:60]!r}"
+                     for s in sentences if s in all_text]
     for kind, snippets in _secret_regions(solution_nb):
         shown = [s for s in snippets if s in everything]
         if shown and (kind == "HIDDEN TESTS" or len(shown) == len(snippets)):
@@ -167,9 +188,9 @@ def build(notebooks_dir=ROOT / "notebooks", course_dir=ROOT / "assignments" / "c
     for name, path in notebooks.items():
         release = Path(course_dir) / "release" / name / path.name
         solution_nb, student_nb = nbformat.read(path, as_version=4), nbformat.read(release, as_version=4)
-        tests = [(nbgrader_meta(cell)["grade_id"], nbgrader_meta(cell).get("points", 0))
-                 for _, cell in graded_tests(solution_nb)]
-        assignments.append(Assignment(name, path, release, tests))
+        tests, written = ([(nbgrader_meta(cell)["grade_id"], nbgrader_meta(cell).get("points", 0)) for _, cell in cells]
+                          for cells in (graded_tests(solution_nb), written_answers(solution_nb)))
+        assignments.append(Assignment(name, path, release, tests, written))
         problems += [f"{name}: {problem}" for problem in find_leaks(solution_nb, student_nb)]
     if problems:
         raise RuntimeError("solutions leak into the student versions:\n  " + "\n  ".join(problems))
@@ -271,10 +292,14 @@ def main(argv=None):
         return 1
     print(f"Student versions (nbgrader release folder): {_shown(args.course / 'release')}/")
     for a in assignments:
-        ids = ", ".join(f"{grade_id.removesuffix('_test')} ({points})" for grade_id, points in a.exercises)
-        print(f"  {a.name}  {a.source.name:<40} {len(a.exercises)} exercises, {a.points:>2} points: {ids}")
+        ids = ", ".join(f"{grade_id.removesuffix('_test')} ({points})" for grade_id, points in a.exercises + a.written)
+        print(f"  {a.name}  {a.source.name:<40} {len(a.exercises)} exercises + {len(a.written)} written, "
+              f"{a.points:>2} points: {ids}")
     total = sum(a.points for a in assignments)
-    print(f"  total: {sum(len(a.exercises) for a in assignments)} exercises, {total} points")
+    manual = sum(points for a in assignments for _, points in a.written)
+    print(f"  total: {sum(len(a.exercises) for a in assignments)} autograded exercises and "
+          f"{sum(len(a.written) for a in assignments)} written answers, {total} points "
+          f"({manual} of them graded by hand in formgrader: nbgrader autograde leaves written answers ungraded)")
     print(f"Next: cd {_shown(args.course)} && nbgrader release_assignment lesson01  (see README, 'For instructors')")
     return 0
 

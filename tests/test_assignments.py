@@ -37,12 +37,17 @@ CATALOGUE = {
         ("ex03_naive_mc", "naive_log_evidence", "check_naive_log_evidence")],
     4: [("ex04_elbo", "elbo_estimate", "check_elbo"), ("ex04_kl", "kl_to_standard_normal", "check_kl_normal_std")],
     5: [("ex05_reparam", "reparameterize", "check_reparameterized_sample"),
+        ("ex05_score_loo", "score_function_loo", "check_score_function_loo"),
         ("ex05_vae_loss", "negative_elbo_loss", "check_negative_elbo")],
     6: [("ex06_mf_step", "mean_field_step", "check_mean_field_step"),
-        ("ex06_gaps", "inference_gaps", "check_inference_gaps")],
+        ("ex06_refine", "refine", "check_refinement")],
     7: [("ex07_interpolate", "interpolate", "check_interpolation"),
         ("ex07_inverse_cdf", "inverse_cdf_grid", "check_inverse_cdf_grid")],
 }
+
+# lesson -> grade_ids of its manually graded written answers (predict or interpret; graded in formgrader)
+WRITTEN = {2: ["ex02_written_generation"], 5: ["ex05_written_beta"], 6: ["ex06_written_amortization"],
+           7: ["ex07_written_typical_set"]}
 
 
 def read_lessons(folder):
@@ -70,6 +75,17 @@ def structure_problems(notebooks):
                 if cell.cell_type == "code" and not re.search(r"### BEGIN SOLUTION\n.*### END SOLUTION", cell.source, re.S):
                     problems.append(f"{name} cell {i}: solution cell {grade_id!r} has no BEGIN/END SOLUTION region")
             if not meta.get("grade"):
+                continue
+            if cell.cell_type == "markdown":  # a manually graded written answer
+                before = nb.cells[i - 1] if i > 0 else None
+                if not meta.get("solution"):
+                    problems.append(f"{name} cell {i}: graded Markdown cell {grade_id!r} is not a solution (written answer)")
+                if meta.get("locked"):
+                    problems.append(f"{name} cell {i}: written answer {grade_id!r} is locked: students cannot write it")
+                if not meta.get("points", 0) > 0:
+                    problems.append(f"{name} cell {i}: graded cell {grade_id!r} has no points")
+                if before is None or before.cell_type != "markdown" or nbgrader_meta(before):
+                    problems.append(f"{name} cell {i}: written answer {grade_id!r} does not follow its question (Markdown)")
                 continue
             if not meta.get("points", 0) > 0:
                 problems.append(f"{name} cell {i}: graded cell {grade_id!r} has no points")
@@ -120,8 +136,13 @@ def fixture_lesson():
               "assert interpolate(jnp.zeros(2), jnp.ones(2), jnp.array([0.25])).shape == (1, 2)\n"
               "### END HIDDEN TESTS",
               {"grade_id": "ex99_interp_test", "grade": True, "locked": True, "points": 3}),
+        nbformat.v4.new_markdown_cell("**Written answer.** Why is the KL to the prior never negative?"),
+        nbformat.v4.new_markdown_cell("**Model answer.** Because Gibbs' inequality holds for every pair of densities, "
+                                      "with equality only when they are the same."),
         _code("print('the lesson goes on with the library')", outputs=["the lesson goes on with the library\n"]),
     ]
+    nb.cells[-2].metadata["nbgrader"] = {"schema_version": 3, "task": False, "locked": False, "grade": True,
+                                         "solution": True, "grade_id": "ex99_written", "points": 1}
     return nb
 
 
@@ -149,13 +170,22 @@ def test_structure_check_finds_bad_cells():
     for expected in ("is not locked", "has no points", "already used", "not right after a solution cell",
                      "at least 2 needed", "has no hidden tests"):
         assert expected in problems
+    bad_written = fixture_lesson()
+    (index,) = [i for i, c in enumerate(bad_written.cells) if nbgrader_meta(c).get("grade_id") == "ex99_written"]
+    bad_written.cells[index].metadata.nbgrader.update(locked=True, solution=False, points=0)
+    bad_written.cells.insert(index, _code("x = 1"))
+    problems = "\n".join(structure_problems({"lesson01": bad_written}))
+    for expected in ("is not a solution", "is locked", "has no points", "does not follow its question"):
+        assert expected in problems
 
 
 def test_fixture_student_version_has_blanks_and_no_leaks(fixture_course):
     (assignment,) = fixture_course
-    assert (assignment.name, assignment.exercises, assignment.points) == (
-        "lesson01", [("ex99_kl_test", 2), ("ex99_interp_test", 3)], 5)
+    assert (assignment.name, assignment.exercises, assignment.written, assignment.points) == (
+        "lesson01", [("ex99_kl_test", 2), ("ex99_interp_test", 3)], [("ex99_written", 1)], 6)
     student = nbformat.read(assignment.release, as_version=4)
+    (written,) = [c for c in student.cells if build_assignments.nbgrader_meta(c).get("grade_id") == "ex99_written"]
+    assert written.cell_type == "markdown" and written.source.strip() == build_assignments.WRITTEN_STUB
     text = "\n".join(cell.source for cell in student.cells)
     assert text.count("raise NotImplementedError()") == 2
     assert "jnp.exp(log_var)" not in text and "HIDDEN" not in text and "jnp.zeros(3)" not in text
@@ -176,6 +206,13 @@ def test_leak_finder_catches_shown_solutions(fixture_course):
     with_output.cells[4].outputs = [nbformat.v4.new_output("stream", name="stdout", text="4.2\n")]
     assert "still has outputs" in "".join(build_assignments.find_leaks(solution, with_output))
     assert "marker" in "".join(build_assignments.find_leaks(solution, solution))
+    answered = copy.deepcopy(student)  # the model answer left in, or copied into another cell
+    (index,) = [i for i, c in enumerate(answered.cells) if build_assignments.nbgrader_meta(c).get("grade_id") == "ex99_written"]
+    answered.cells[index].source = solution.cells[index].source
+    assert "'ex99_written' is not blank" in "".join(build_assignments.find_leaks(solution, answered))
+    copied = copy.deepcopy(student)
+    copied.cells.append(nbformat.v4.new_markdown_cell(solution.cells[index].source))
+    assert "shows the model answer of 'ex99_written'" in "".join(build_assignments.find_leaks(solution, copied))
     # one library call that a longer solution also uses is part of the lesson, not a leak
     partial = copy.deepcopy(student)
     partial.cells.append(_code("w = (1.0 - weights) * z0 + weights * z1"))
@@ -218,6 +255,24 @@ def test_exercises_follow_the_catalogue():
             if f"grading.{check}({function})" not in test.source:
                 problems.append(f"{name}: test cell {grade_id}_test does not call grading.{check}({function})")
     assert problems == []
+
+
+def test_written_answers_follow_the_catalogue():
+    """At least four manually graded written answers across the series, where the catalogue says."""
+    found = {int(name[-2:]): [nbgrader_meta(c)["grade_id"] for _, c in build_assignments.written_answers(nb)]
+             for name, nb in read_lessons(NOTEBOOKS).items()}
+    assert {k: v for k, v in found.items() if v} == WRITTEN
+    assert sum(len(v) for v in WRITTEN.values()) >= 4
+
+
+def test_points_are_weighted_by_difficulty():
+    """Not every exercise is worth the same: each lesson has a harder exercise worth more than its easiest one."""
+    flat = []
+    for name, nb in read_lessons(NOTEBOOKS).items():
+        points = [nbgrader_meta(c)["points"] for _, c in build_assignments.graded_tests(nb)]
+        if max(points) <= min(points):
+            flat.append(f"{name}: every exercise is worth {points[0]} points")
+    assert flat == []
 
 
 def test_committed_solution_notebooks_pass_their_graded_cells():

@@ -72,24 +72,29 @@ STACK = ("import inspect\n\nimport numpy as np\n\n\ndef {name}(*args):\n    for 
          "    return jnp.float32(0.0)")
 
 
-def students(first, second):
-    """``{student: ({solution grade_id: code or None (blank)}, honest points)}`` for one lesson."""
+def students(first, second, points):
+    """``{student: ({solution grade_id: code or None (blank)}, honest points)}`` for one lesson.
+
+    ``points``: ``{solution grade_id: the points of its graded test cell}`` (exercises are
+    weighted by difficulty, so the honest total depends on which exercise a student got right).
+    """
     a, b = CODE[first], CODE[second]
     fill = {"name": a["name"], "check": a["check"]}
     wrong_first = "wrong" in a
     aliased = (first, a) if "alias" in a else (second, b)
     other = second if aliased[0] == first else first
     return {
-        "correct": ({first: a["correct"], second: b["correct"]}, 4),
+        "correct": ({first: a["correct"], second: b["correct"]}, points[first] + points[second]),
         "blank": ({}, 0),
-        "one_done": ({first: a["correct"]}, 2),
-        "wrong": ({first: a["wrong"], second: b["correct"]} if wrong_first else {second: b["wrong"], first: a["correct"]}, 2),
-        "endless": ({first: ENDLESS.format(**fill), second: b["correct"]}, 2),
-        "kills_kernel": ({first: KILL.format(**fill), second: b["correct"]}, 2),
+        "one_done": ({first: a["correct"]}, points[first]),
+        "wrong": ({first: a["wrong"], second: b["correct"]} if wrong_first else {second: b["wrong"], first: a["correct"]},
+                  points[second] if wrong_first else points[first]),
+        "endless": ({first: ENDLESS.format(**fill), second: b["correct"]}, points[second]),
+        "kills_kernel": ({first: KILL.format(**fill), second: b["correct"]}, points[second]),
         "rebinds_check": ({first: REBIND.format(**fill),
                            second: REBIND.format(name=b["name"], check=b["check"])}, 0),
-        "overwrites_inputs": ({first: STACK.format(**fill), second: b["correct"]}, 2),
-        "library_alias": ({aliased[0]: aliased[1]["alias"], other: CODE[other]["correct"]}, 2),
+        "overwrites_inputs": ({first: STACK.format(**fill), second: b["correct"]}, points[second]),
+        "library_alias": ({aliased[0]: aliased[1]["alias"], other: CODE[other]["correct"]}, points[other]),
     }
 
 
@@ -123,8 +128,8 @@ def make_course(folder, num_copies=1):
     honest = {}
     for assignment in assignments:
         released = nbformat.read(assignment.release, as_version=4)
-        ids = [grade_id.removesuffix("_test") for grade_id, _ in assignment.exercises]
-        for student, (code, points) in students(*ids).items():
+        points = {grade_id.removesuffix("_test"): p for grade_id, p in assignment.exercises}
+        for student, (code, points) in students(*points, points).items():
             for copy in range(num_copies):
                 name = student if num_copies == 1 else f"{student}{copy:02d}"
                 nb = nbformat.from_dict(released)

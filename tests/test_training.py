@@ -45,7 +45,8 @@ def test_training_improves_elbo_and_is_deterministic(digits):
     a = training.train(SMALL, digits, progress=False)
     b = training.train(SMALL, digits, progress=False, retrain=True)
     h = a.history
-    assert set(h) == {"elbo", "recon", "kl", "seconds"} and len(h["elbo"]) == 3
+    assert set(h) == {"elbo", "recon", "kl", "seconds", "train_elbo", "test_elbo"} and len(h["elbo"]) == 3
+    assert len(h["train_elbo"]) == len(h["test_elbo"]) == 3 and h["test_elbo"][-1] > h["test_elbo"][0]
     assert h["elbo"][-1] > h["elbo"][0]
     np.testing.assert_allclose(h["elbo"], np.array(h["recon"]) - np.array(h["kl"]), rtol=1e-6)
     for p, q in zip(_params(a.model), _params(b.model), strict=True):
@@ -54,6 +55,21 @@ def test_training_improves_elbo_and_is_deterministic(digits):
     x = data.binarize_fixed(digits.x_test)
     fresh = training.evaluate(jax.random.key(0), training.build_model(SMALL, 64), x).elbo
     assert training.evaluate(jax.random.key(0), a.model, x).elbo > fresh + 5
+
+
+def test_recorded_test_elbo_is_the_final_models_elbo_on_test_images(digits):
+    """The last ``test_elbo`` agrees, within 4 standard errors, with an independent estimate:
+    the returned model on the same first MONITOR_IMAGES test images, binarised and sampled
+    with other keys (so only the Monte Carlo noise differs)."""
+    result = training.train(SMALL, digits, progress=False)
+    images = digits.x_test[: training.MONITOR_IMAGES]
+    xb = jax.random.bernoulli(jax.random.key(123), jnp.asarray(images)).astype(jnp.float32)
+    recon, kl = training.vae_terms(jax.random.key(456), result.model, xb)
+    per_image = np.asarray(recon - kl, dtype=float)
+    se = per_image.std(ddof=1) / np.sqrt(len(per_image))
+    assert abs(result.history["test_elbo"][-1] - per_image.mean()) < 4 * np.sqrt(2) * se
+    # the training images' curve is measured the same way: the model fits them better than unseen ones
+    assert result.history["train_elbo"][-1] > result.history["test_elbo"][-1] - 4 * np.sqrt(2) * se
 
 
 def test_cache_hit_returns_same_parameters_without_training(digits, monkeypatch):

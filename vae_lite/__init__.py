@@ -11,7 +11,7 @@ Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` (3), ``elbo`` (4
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 CORE = ("distributions", "networks", "training", "data", "plotting", "widgets", "grading", "classifier")
 LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "explorer")

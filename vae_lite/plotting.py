@@ -44,7 +44,10 @@ def plot_history(history, *, axes=None, title=None):
     """Plot ELBO, reconstruction and KL per epoch from a training history.
 
     Args:
-        history: a dict with lists ``"elbo"``, ``"recon"``, ``"kl"`` (nats per image).
+        history: a dict with lists ``"elbo"``, ``"recon"``, ``"kl"`` (nats per image), the
+            running means during each epoch; where it also has ``"train_elbo"`` and
+            ``"test_elbo"`` (:func:`vae_lite.training.fit` with ``held_out``), the ELBO panel
+            shows them too: the end-of-epoch ELBO on training and on held-out images.
         axes: three matplotlib axes (new ones otherwise).
 
     Returns:
@@ -54,11 +57,16 @@ def plot_history(history, *, axes=None, title=None):
         _, axes = plt.subplots(1, 3, figsize=(12, 3))
     epochs = np.arange(1, len(history["elbo"]) + 1)
     labels = {"elbo": "ELBO (nats, higher is better)", "recon": "E[log p(x|z)] (nats)", "kl": "KL(q(z|x) || p(z)) (nats)"}
+    monitored = "train_elbo" in history and "test_elbo" in history
     for ax, name in zip(axes, ("elbo", "recon", "kl"), strict=True):
-        ax.plot(epochs, history[name], marker="o")
+        ax.plot(epochs, history[name], marker="o", ms=3, label="running mean during the epoch (training)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(labels[name])
         ax.grid(alpha=0.3)
+    if monitored:
+        axes[0].plot(epochs, history["train_elbo"], color="C2", label="end of epoch, training images")
+        axes[0].plot(epochs, history["test_elbo"], color="C3", label="end of epoch, test images")
+        axes[0].legend(fontsize=7, loc="lower right")
     if title:
         axes[0].figure.suptitle(title)
     return axes

@@ -38,6 +38,9 @@ from vae_lite.distributions import kl_normal_std, log_bernoulli, reparameterize
 from vae_lite.networks import VAE, Autoencoder
 
 
+MONITOR_IMAGES = 2000  # training and held-out images whose ELBO :func:`fit` records after each epoch
+
+
 class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or infinite."""
 
@@ -207,12 +210,30 @@ def _training_levels(x):
     return x, 1
 
 
-def fit(model, config, x, *, progress=True):
+def _monitor_set(x, key):
+    """The first :data:`MONITOR_IMAGES` of ``x``, binarised once with ``key`` (float32 0/1)."""
+    levels, max_level = _training_levels(x)
+    intensities = np.asarray(levels[:MONITOR_IMAGES], dtype=np.float32) / max_level
+    return jax.random.bernoulli(key, jnp.asarray(intensities)).astype(jnp.float32)
+
+
+def fit(model, config, x, *, held_out=None, progress=True):
     """Train ``model`` in place on images ``x`` and return the history.
 
     ``x``: ``(num_images, pixels)`` intensities in [0, 1], or a data set's :class:`Images`
     (trained from their uint8 levels, a quarter of the memory).
+
+    The history holds, per epoch, the running means over the epoch's minibatches (``elbo``,
+    ``recon``, ``kl``: the parameters change during the epoch) and its ``seconds``. With
+    ``held_out`` images (e.g. the test set) it also holds ``train_elbo`` and ``test_elbo``:
+    the ELBO at the end of each epoch on the first :data:`MONITOR_IMAGES` training and
+    held-out images, each binarised once and evaluated with the same key, so the two curves
+    differ only in the images (their distance is the generalisation gap).
     """
+    monitor = None
+    if held_out is not None:
+        keys = jax.random.split(jax.random.key(config.seed + 2), 3)
+        monitor = {"train_elbo": _monitor_set(x, keys[0]), "test_elbo": _monitor_set(held_out, keys[1])}
     x, max_level = _training_levels(x)
     if x.shape[0] < config.batch_size:
         raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
@@ -221,7 +242,7 @@ def fit(model, config, x, *, progress=True):
     opt_state = optimizer.init(params)
     x = jnp.asarray(x)
     key = jax.random.key(config.seed + 1)
-    history = {"elbo": [], "recon": [], "kl": [], "seconds": []}
+    history = {name: [] for name in ("elbo", "recon", "kl", "seconds", *(monitor or ()))}
     from tqdm.auto import tqdm
 
     bar = tqdm(range(1, config.epochs + 1), desc=f"training {config.model}", disable=not progress)
@@ -238,6 +259,10 @@ def fit(model, config, x, *, progress=True):
         for name, value in (("elbo", recon - kl), ("recon", recon), ("kl", kl)):
             history[name].append(value)
         history["seconds"].append(time.perf_counter() - start)
+        if monitor:
+            nnx.update(model, params)
+            for name, images in monitor.items():
+                history[name].append(evaluate(keys[2], model, images).elbo)
         bar.set_postfix(elbo=f"{recon - kl:.2f}")
     nnx.update(model, params)
     return history
@@ -360,7 +385,7 @@ def train(config=None, data=None, *, retrain=False, progress=True, **overrides):
             warnings.warn(f"Ignoring an unreadable model cache entry, training again: {err}", ModelCacheWarning,
                           stacklevel=2)
             model = build_model(config, data.num_pixels)
-    history = fit(model, config, data.x_train, progress=progress)
+    history = fit(model, config, data.x_train, held_out=data.x_test, progress=progress)
     save_to_cache(path, model, {"config": dataclasses.asdict(config), "history": history, "version": __version__})
     return TrainResult(model, config, history, from_cache=False)
 
