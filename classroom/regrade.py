@@ -456,6 +456,7 @@ def main(argv=None):
         print(f"FLAG {student} {grade_id}: {flag}")
     print(f"{len(students)} submissions in {time.monotonic() - start:.0f} s; "
           f"{args.course / 'regrade' / (args.assignment + '.csv')}")
+    print("(autograded exercises only: written answers are graded by hand in formgrader)")
     return 0
 
 
