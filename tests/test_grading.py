@@ -68,6 +68,14 @@ def reparameterize(key, mu, log_var):
     return mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
 
 
+def score_function_loo(key, f, mu, log_var, num_samples):
+    eps = jax.random.normal(key, (num_samples, mu.shape[0]))
+    z = mu + jnp.exp(0.5 * log_var) * eps
+    values = jax.vmap(f)(z)
+    centred = (values - (jnp.sum(values) - values) / (num_samples - 1))[:, None]  # leave-one-out baseline
+    return centred * (z - mu) * jnp.exp(-log_var), centred * 0.5 * ((z - mu) ** 2 * jnp.exp(-log_var) - 1.0)
+
+
 def negative_elbo_loss(x, logits, mu, log_var):
     return jnp.mean(kl_normal_std(mu, log_var) - log_bernoulli(x, logits))
 
@@ -77,8 +85,10 @@ def mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples):
     return mu + learning_rate * grad_mu, log_var + learning_rate * grad_log_var
 
 
-def inference_gaps(log_px, elbo_optimal, elbo_encoder):
-    return log_px - elbo_optimal, elbo_optimal - elbo_encoder
+def refine(key, log_joint, mu, log_var, learning_rate, num_steps, num_samples):
+    for step_key in jax.random.split(key, num_steps):
+        mu, log_var = mean_field_step(step_key, log_joint, mu, log_var, learning_rate, num_samples)
+    return mu, log_var
 
 
 def interpolate(z0, z1, t):
@@ -99,14 +109,16 @@ CHECKS = [
     (grading.check_elbo, elbo_estimate),
     (grading.check_kl_normal_std, kl_to_standard_normal),
     (grading.check_reparameterized_sample, reparameterize),
+    (grading.check_score_function_loo, score_function_loo),
     (grading.check_negative_elbo, negative_elbo_loss),
     (grading.check_mean_field_step, mean_field_step),
-    (grading.check_inference_gaps, inference_gaps),
+    (grading.check_refinement, refine),
     (grading.check_interpolation, interpolate),
     (grading.check_inverse_cdf_grid, inverse_cdf_grid),
 ]
 IDS = [check.__name__ for check, _ in CHECKS]
-SCALAR_CHECKS = [c for c in CHECKS if c[1] not in (sample_mixture, normalize_on_grid, mean_field_step, inference_gaps)]
+TUPLE_RESULTS = (sample_mixture, normalize_on_grid, score_function_loo, mean_field_step, refine)
+SCALAR_CHECKS = [c for c in CHECKS if c[1] not in TUPLE_RESULTS]
 
 
 def fails_with(check, fn, *fragments):
@@ -119,9 +131,9 @@ def fails_with(check, fn, *fragments):
     return message
 
 
-def test_the_catalogue_has_exactly_fourteen_checks():
+def test_the_catalogue_has_exactly_fifteen_checks():
     names = sorted(name for name in dir(grading) if name.startswith("check_"))
-    assert names == sorted(IDS)
+    assert names == sorted(IDS) and len(names) == 15
 
 
 @pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
@@ -353,6 +365,52 @@ def test_reparameterize_mistakes(wrong, hint):
     fails_with(grading.check_reparameterized_sample, wrong, hint)
 
 
+def _loo(baseline=lambda values, f, mu: (jnp.sum(values) - values) / (values.shape[0] - 1),
+         score_mu=lambda z, mu, lv: (z - mu) * jnp.exp(-lv),
+         score_log_var=lambda z, mu, lv: 0.5 * ((z - mu) ** 2 * jnp.exp(-lv) - 1.0),
+         draw=lambda key, s, d: jax.random.normal(key, (s, d))):
+    def estimate(key, f, mu, log_var, num_samples):
+        z = mu + jnp.exp(0.5 * log_var) * draw(key, num_samples, mu.shape[0])
+        values = jax.vmap(f)(z)
+        centred = (values - baseline(values, f, mu))[:, None]
+        return centred * score_mu(z, mu, log_var), centred * score_log_var(z, mu, log_var)
+
+    return estimate
+
+
+@pytest.mark.parametrize(("wrong", "hint"), [
+    (_loo(baseline=lambda values, f, mu: 0.0), "plain REINFORCE"),
+    (_loo(baseline=lambda values, f, mu: jnp.mean(values)), "mean of ALL samples"),
+    (_loo(baseline=lambda values, f, mu: (jnp.sum(values) - values) / values.shape[0]), "S - 1 (not S)"),
+    (_loo(baseline=lambda values, f, mu: f(mu)), "constant baseline such as f(mu)"),
+    (_loo(score_mu=lambda z, mu, lv: (z - mu) * jnp.exp(-0.5 * lv)), "not (z - mu) / sigma"),
+    (_loo(score_mu=lambda z, mu, lv: (mu - z) * jnp.exp(-lv)), "sign of the score"),
+    (_loo(score_log_var=lambda z, mu, lv: (z - mu) ** 2 * jnp.exp(-lv) - 1.0), "needs the factor 0.5"),
+    (_loo(score_log_var=lambda z, mu, lv: 0.5 * (z - mu) ** 2 * jnp.exp(-lv)), "needs the -1"),
+    (_loo(score_log_var=lambda z, mu, lv: ((z - mu) ** 2 * jnp.exp(-lv) - 1.0) * jnp.exp(-0.5 * lv)), "score of sigma"),
+    (lambda *args: jax.tree.map(lambda g: jnp.mean(g, axis=0), score_function_loo(*args)), "averaged over the samples"),
+    (lambda *args: score_function_loo(*args)[::-1], "swapped"),
+    (_loo(draw=lambda key, s, d: jax.random.normal(jax.random.split(key)[1], (s, d))), "samples differ"),
+])
+def test_score_function_loo_mistakes(wrong, hint):
+    fails_with(grading.check_score_function_loo, wrong, hint)
+
+
+def test_score_function_loo_statistical_check_catches_a_biased_or_noisy_estimator():
+    """Right on few samples but not in distribution: the last input's mean and variance tests speak."""
+    def biased_when_large(key, f, mu, log_var, num_samples):
+        grad_mu, grad_log_var = score_function_loo(key, f, mu, log_var, num_samples)
+        return (grad_mu + 0.5, grad_log_var) if num_samples > 1000 else (grad_mu, grad_log_var)
+
+    def noisy_when_large(key, f, mu, log_var, num_samples):
+        if num_samples <= 1000:
+            return score_function_loo(key, f, mu, log_var, num_samples)
+        return _loo(baseline=lambda values, f, mu: 0.0)(key, f, mu, log_var, num_samples)
+
+    fails_with(grading.check_score_function_loo, biased_when_large, "4 standard errors", "test input 4")
+    fails_with(grading.check_score_function_loo, noisy_when_large, "no less noisy than plain REINFORCE")
+
+
 def _per_example(x, logits, mu, log_var):
     return kl_normal_std(mu, log_var) - log_bernoulli(x, logits)
 
@@ -393,14 +451,46 @@ def test_mean_field_step_mistakes(wrong, hint):
     fails_with(grading.check_mean_field_step, wrong, hint)
 
 
+def _refine(keys=lambda key, n: list(jax.random.split(key, n)), sign=1.0, rate=lambda lr: lr,
+            finish=lambda params, grads: params):
+    def refine_(key, log_joint, mu, log_var, learning_rate, num_steps, num_samples):
+        grads = None
+        for step_key in keys(key, num_steps):
+            grads = jax.grad(vae_elbo.elbo, argnums=(2, 3))(step_key, log_joint, mu, log_var, num_samples)
+            mu, log_var = mu + sign * rate(learning_rate) * grads[0], log_var + sign * rate(learning_rate) * grads[1]
+        return finish((mu, log_var), grads)
+
+    return refine_
+
+
+def _chain(key, n):
+    keys = []
+    for _ in range(n):
+        key, sub = jax.random.split(key)
+        keys.append(sub)
+    return keys
+
+
+def _return_in_loop(key, log_joint, mu, log_var, learning_rate, num_steps, num_samples):
+    for step_key in jax.random.split(key, num_steps):
+        return mean_field_step(step_key, log_joint, mu, log_var, learning_rate, num_samples)
+    return mu, log_var
+
+
 @pytest.mark.parametrize(("wrong", "hint"), [
-    (lambda px, opt, enc: (opt - enc, px - opt), "swapped"),
-    (lambda px, opt, enc: (opt - px, enc - opt), ">= 0"),
-    (lambda px, opt, enc: (px - opt, px - enc), "total gap"),
-    (lambda px, opt, enc: (jnp.mean(px - opt), jnp.mean(opt - enc)), "don't average"),
+    (_refine(keys=lambda key, n: [key] * n), "same key at every step"),
+    (_refine(keys=_chain), "not a chain of splits"),
+    (_refine(keys=lambda key, n: list(jax.random.split(key, n))[:-1]), "one step too few"),
+    (_refine(keys=lambda key, n: list(jax.random.split(key, n + 1))), "one step too many"),
+    (_return_in_loop, "after the first step"),
+    (_refine(sign=-1.0), "descended"),
+    (_refine(finish=lambda params, grads: params if grads is None else grads), "returned the last gradient"),
+    (_refine(rate=lambda lr: 1.0), "ignored the learning rate"),
+    (_refine(finish=lambda params, grads: params[::-1]), "swapped"),
+    (lambda key, lj, mu, lv, lr, n, s: (mu, lv), "one step too few"),  # test input 2 has num_steps = 1
 ])
-def test_inference_gaps_mistakes(wrong, hint):
-    fails_with(grading.check_inference_gaps, wrong, hint)
+def test_refinement_mistakes(wrong, hint):
+    fails_with(grading.check_refinement, wrong, hint)
 
 
 @pytest.mark.parametrize(("wrong", "hint"), [
@@ -424,11 +514,14 @@ def test_inverse_cdf_grid_mistakes(wrong, hint):
 
 
 def test_an_equivalent_correct_solution_also_passes():
-    """Other correct schemes pass too: a linspace of midpoints, the library's reparameterize."""
+    """Other correct schemes pass too: a linspace of midpoints, the library's reparameterize, fold_in keys in refine."""
     assert "passed" in grading.check_inverse_cdf_grid(lambda n: norm.ppf(jnp.linspace(0.5 / n, 1 - 0.5 / n, n)))
     assert "passed" in grading.check_elbo(
         lambda key, lj, mu, lv, s: jnp.mean(jax.vmap(lj)(z := mu + jnp.exp(0.5 * lv) * jax.random.normal(
             jax.random.split(key)[1], (s, mu.shape[0]))) - log_normal_diag(z, mu, lv)))
+    # jax.random.split(key, n)[t] is jax.random.fold_in(key, t) (jax_threefry_partitionable, on by default)
+    assert "passed" in grading.check_refinement(
+        _refine(keys=lambda key, n: [jax.random.fold_in(key, t) for t in range(n)]))
 
 
 # ------------------------------------------------------------ what a student cannot get away with
@@ -443,7 +536,6 @@ LIBRARY_ANSWERS = [
     (grading.check_kl_normal_std, distributions.kl_normal_std),
     (grading.check_reparameterized_sample, distributions.reparameterize),
     (grading.check_mean_field_step, inference.mean_field_step),
-    (grading.check_inference_gaps, inference.inference_gaps),
     (grading.check_interpolation, explorer.interpolate),
     (grading.check_inverse_cdf_grid, explorer.inverse_cdf_grid),
 ]
@@ -542,8 +634,15 @@ def test_checks_pass_correct_solutions_under_x64():
             jax.vmap(ll)(jax.random.normal(key, (s, d)))) - jnp.log(s)))
         print(grading.check_kl_normal_std(lambda mu, lv: 0.5 * jnp.sum(mu**2 + jnp.exp(lv) - 1 - lv)))
         print(grading.check_inverse_cdf_grid(lambda n: norm.ppf((jnp.arange(n) + 0.5) / n)))
+        def score_function_loo(key, f, mu, log_var, num_samples):
+            eps = jax.random.normal(key, (num_samples, mu.shape[0]))  # float64 here
+            z = mu + jnp.exp(0.5 * log_var) * eps
+            values = jax.vmap(f)(z)
+            centred = (values - (jnp.sum(values) - values) / (num_samples - 1))[:, None]
+            return centred * (z - mu) * jnp.exp(-log_var), centred * 0.5 * ((z - mu) ** 2 * jnp.exp(-log_var) - 1)
+        print(grading.check_score_function_loo(score_function_loo))
     """)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("passed") == 5, done.stdout
+    assert done.stdout.count("passed") == 6, done.stdout

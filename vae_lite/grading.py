@@ -686,6 +686,122 @@ def check_reparameterized_sample(fn):
     return _passed("check_reparameterized_sample", len(shapes))
 
 
+def _score_of_log_q(eps, log_var):
+    """``(d/dmu, d/dlog_var)`` of log N(z; mu, diag e^log_var) at z = mu + sigma * eps, each ``(S, d)`` (float64)."""
+    return eps / np.exp(0.5 * log_var), 0.5 * (eps**2 - 1.0)
+
+
+@_exercise()
+def check_score_function_loo(fn):
+    """Lesson 5, ``ex05_score_loo``: ``score_function_loo(key, f, mu (d,), log_var (d,), num_samples)``
+    ``-> (grad_mu, grad_log_var)``, each ``(num_samples, d)``.
+
+    Reference, in float64 from the same noise ``eps = jax.random.normal(key, (num_samples, d))``,
+    ``z_s = mu + exp(0.5 * log_var) * eps_s``: ``(f(z_s) - b_s) * grad log q(z_s)`` with the
+    leave-one-out baseline ``b_s = mean_{t != s} f(z_t)``, for a smooth and a step (non-differentiable)
+    f. Statistical check on the last input (``f(z) = sum(z**2)``, 20 000 samples): the mean of the
+    estimates lies within 4 standard errors (std / sqrt(S)) of the exact gradient
+    ``(2 mu, exp(log_var))``, and their variance is below plain REINFORCE's on the same noise.
+    """
+
+    def square(z):
+        return jnp.sum(z**2)
+
+    def step(z):
+        return jnp.sum(jnp.where(z > 0.3, 1.0, 0.0))
+
+    np_f = {square: lambda z: np.sum(z**2, -1), step: lambda z: np.sum(z > 0.3, -1).astype(np.float64)}
+    shown = {square: "sum(z**2)", step: "sum(z > 0.3) (a step: not differentiable)"}
+    rng = np.random.default_rng(14)
+    inputs = ((square, np.array([0.5]), np.array([-0.4]), 5),
+              (step, np.array([0.2, 0.4, -0.1]), np.array([0.0, -0.5, 0.3]), 5),  # f takes 1, 2 and 3 values
+              (square, rng.normal(size=3), rng.uniform(-2, 1, 3), 400),
+              (square, np.array([0.5]), np.array([-0.4]), 20_000))  # the statistical check
+    for i, (f, mu, log_var, num_samples) in enumerate(inputs):
+        mu, log_var = _f64(_f32(mu)), _f64(_f32(log_var))
+        d, key, last = len(mu), jax.random.key(i), i == len(inputs) - 1
+        shape = (num_samples, d)
+        case = Case("check_score_function_loo", i, len(inputs), {"key": f"jax.random.key({i})", "f": shown[f],
+                    "mu": mu, "log_var": log_var, "num_samples": num_samples})
+
+        def estimates(eps, baseline="loo", f=f, mu=mu, log_var=log_var):
+            """Per-sample ``(grad_mu, grad_log_var, f(z_s) - b_s)`` from the noise ``eps`` and a baseline rule."""
+            eps = _f64(eps)
+            values = np_f[f](mu + np.exp(0.5 * log_var) * eps)
+            b = {"loo": (values.sum() - values) / (len(values) - 1), "none": 0.0, "all": values.mean(),
+                 "by S": (values.sum() - values) / len(values), "f(mu)": np_f[f](mu)}[baseline]
+            centred = (values - b)[:, None]
+            score_mu, score_log_var = _score_of_log_q(eps, log_var)
+            return centred * score_mu, centred * score_log_var, centred
+
+        # eps drawn in float32 (mu's dtype) or, under jax_enable_x64, in float64: the two differ
+        draws = [_f64(jax.random.normal(key, shape, dtype)) for dtype in (jnp.float32, None)]
+        refs = [estimates(eps) for eps in draws]
+        out = call(case, fn, key, f, _f32(mu), _f32(log_var), num_samples)
+        grad_mu, grad_log_var = unpack(case, out, ("grad_mu", "grad_log_var"))
+        per_sample = {(d,): "you averaged over the samples: return one estimate per sample, shape (num_samples, d) "
+                      "(the lesson averages them)", (d, num_samples): "transposed: one row per sample, (num_samples, d)"}
+        grad_mu = as_array(case, grad_mu, shape, name="grad_mu", shape_hints=per_sample)
+        grad_log_var = as_array(case, grad_log_var, shape, name="grad_log_var", shape_hints=per_sample)
+        best = int(np.argmin([np.max(np.abs(grad_mu - r[0])) for r in refs]))
+        eps, (ref_mu, ref_log_var, centred) = draws[best], refs[best]
+        if last:
+            exact = np.concatenate([2 * mu, np.exp(log_var)])  # d/d(mu, log_var) of E_q[z^2] = mu^2 + e^log_var
+            got = np.concatenate([grad_mu, grad_log_var], axis=1)
+            mean, error = got.mean(0), got.std(0) / np.sqrt(num_samples)
+            if np.any(np.abs(mean - exact) > 4 * error):
+                case.fail("the mean of your estimates is more than 4 standard errors from the exact gradient "
+                          "(2 mu, exp(log_var)): the estimator is biased", expected=exact, got=mean,
+                          hint="the baseline b_s must not depend on z_s: average f over the OTHER samples only")
+            plain = np.concatenate(estimates(eps, "none")[:2], axis=1)
+            if np.any(got.var(0) >= plain.var(0)):
+                case.fail("your estimates are no less noisy than plain REINFORCE on the same samples "
+                          "(variances of d/dmu and d/dlog_var)", expected=plain.var(0), got=got.var(0),
+                          hint="subtract the baseline b_s (the mean of f over the other samples) from f(z_s)")
+        baselines = [(hint, estimates(eps, rule)) for hint, rule in (
+            ("no baseline: this is plain REINFORCE; subtract b_s = the mean of f over the OTHER samples", "none"),
+            ("the baseline is the mean of ALL samples, f(z_s) included, so it depends on z_s and biases the "
+             "gradient by (S - 1) / S: leave f(z_s) out, b_s = (sum_t f(z_t) - f(z_s)) / (S - 1)", "all"),
+            ("divide the sum over the other samples by their number, S - 1 (not S)", "by S"),
+            ("a constant baseline such as f(mu) keeps the estimate unbiased but is not this estimator: "
+             "b_s = the mean of f over the other samples", "f(mu)"),
+        )]
+        split_keys = [lambda half=half, k=key, est=estimates, s=shape: est(jax.random.normal(jax.random.split(k)[half], s))
+                      for half in (0, 1)]
+        other_eps = ("your samples differ: eps = jax.random.normal(key, (num_samples, d)) with the key as given "
+                     "(no splitting), z = mu + exp(0.5 * log_var) * eps")
+
+        def baseline_and_key_variants(part, baselines=baselines, split_keys=split_keys, other_eps=other_eps):
+            return ([(hint, value[part]) for hint, value in baselines]
+                    + [(other_eps, lambda draw=draw: draw()[part]) for draw in split_keys])
+
+        sigma = np.exp(0.5 * log_var)
+        expect_close(case, grad_mu, ref_mu, rtol=1e-4, atol=1e-4, name="grad_mu",
+            hint="grad_mu[s] = (f(z_s) - b_s) * (z_s - mu) / sigma**2, sigma**2 = exp(log_var), "
+            "b_s = the mean of f(z_t) over t != s",
+            variants=[
+                ("the score of mu is (z - mu) / sigma**2 (the variance), not (z - mu) / sigma", centred * eps),
+                ("the sign of the score is flipped: d/dmu log q(z) = +(z - mu) / sigma**2", -ref_mu),
+                ("the outputs are swapped: return (grad_mu, grad_log_var)", ref_log_var),
+                *baseline_and_key_variants(0),
+            ])
+        expect_close(case, grad_log_var, ref_log_var, rtol=1e-4, atol=1e-4, name="grad_log_var",
+            hint="grad_log_var[s] = (f(z_s) - b_s) * 0.5 * ((z_s - mu)**2 / sigma**2 - 1), the derivative of "
+            "log q w.r.t. log_var (not w.r.t. sigma)",
+            variants=[
+                ("the score of log_var needs the factor 0.5: 0.5 * ((z - mu)**2 / sigma**2 - 1)", 2 * ref_log_var),
+                ("the score of log_var needs the -1: 0.5 * ((z - mu)**2 / sigma**2 - 1) (it has mean zero)",
+                 centred * 0.5 * eps**2),
+                ("this is the score of sigma; differentiate w.r.t. log_var: 0.5 * ((z - mu)**2 / sigma**2 - 1)",
+                 centred * (eps**2 - 1) / sigma),
+                ("this is the score of the variance; differentiate w.r.t. log_var: 0.5 * ((z - mu)**2 / sigma**2 - 1)",
+                 centred * 0.5 * (eps**2 - 1) / sigma**2),
+                ("the outputs are swapped: return (grad_mu, grad_log_var)", ref_mu),
+                *baseline_and_key_variants(1),
+            ])
+    return _passed("check_score_function_loo", len(inputs))
+
+
 @_exercise()
 def check_negative_elbo(fn):
     """Lesson 5, ``ex05_vae_loss``: ``negative_elbo_loss(x (B, D), logits (B, D), mu (B, d), log_var (B, d))``.
@@ -785,41 +901,84 @@ def check_mean_field_step(fn):
     return _passed("check_mean_field_step", len(inputs))
 
 
-@_exercise("inference.inference_gaps")
-def check_inference_gaps(fn):
-    """Lesson 6, ``ex06_gaps``: ``inference_gaps(log_px, elbo_optimal, elbo_encoder)`` (each ``(N,)``)
-    ``-> (approximation_gap (N,), amortization_gap (N,))``.
+@_exercise()
+def check_refinement(fn):
+    """Lesson 6, ``ex06_refine``: ``refine(key, log_joint, mu, log_var, learning_rate, num_steps, num_samples)``
+    ``-> (mu, log_var)``.
 
-    Reference: ``log_px - elbo_optimal`` and ``elbo_optimal - elbo_encoder``.
+    Reference: from the encoder's ``(mu, log_var)``, ``num_steps`` plain gradient-ASCENT steps
+    ``params + learning_rate * grad`` of ``vae_lite.elbo.elbo(keys[t], log_joint, mu, log_var, num_samples)``,
+    ``keys = jax.random.split(key, num_steps)`` (fresh noise each step; ``num_steps = 0`` returns the
+    inputs). Each gradient is computed by hand in float64
+    (:func:`vae_lite._reference.linear_gaussian_elbo_grad`) from the noise
+    ``jax.random.normal(keys[t], (num_samples, d))`` that elbo.elbo draws, on an exact linear-Gaussian
+    model; the exact ELBO of the reference rises over the five steps of the last input.
     """
-    rng = np.random.default_rng(12)
-    sizes = (5, 3)
-    for i, n in enumerate(sizes):
-        elbo_encoder = _f64(_f32(-100 + 5 * rng.normal(size=n)))
-        elbo_optimal = _f64(_f32(elbo_encoder + rng.uniform(0.5, 5.0, n)))
-        log_px = _f64(_f32(elbo_optimal + rng.uniform(0.1, 2.0, n)))
-        case = Case("check_inference_gaps", i, len(sizes),
-                    {"log_px": log_px, "elbo_optimal": elbo_optimal, "elbo_encoder": elbo_encoder})
-        gap_a, gap_m, total = log_px - elbo_optimal, elbo_optimal - elbo_encoder, log_px - elbo_encoder
-        out = call(case, fn, _f32(log_px), _f32(elbo_optimal), _f32(elbo_encoder))
-        approx, amort = unpack(case, out, ("approximation_gap", "amortization_gap"))
-        mean_hint = {(): "return one gap per data point (N,), don't average"}
-        got = np.concatenate([as_array(case, approx, (n,), name="approximation_gap", shape_hints=mean_hint),
-                              as_array(case, amort, (n,), name="amortization_gap", shape_hints=mean_hint)])
-        expect_close(case, got, np.concatenate([gap_a, gap_m]), rtol=1e-5, atol=1e-3,
-            name="(approximation_gap, amortization_gap)",
-            hint="approximation gap = log p(x) - ELBO(best q); amortization gap = ELBO(best q) - ELBO(encoder's q)",
+    model, x = _linear_gaussian(60, 4, 2, 0.8)
+    log_joint = model.log_joint(x)
+    post_mean, post_cov, _ = _np_posterior(model, x)
+    guess = (post_mean + np.array([0.6, -0.5]), np.log(np.diag(post_cov)) + 1.0)  # an encoder's imperfect guess
+    inputs = ((guess, 0.05, 0, 8), (guess, 0.08, 1, 16), (guess, 0.05, 5, 32))
+    for i, ((mu, log_var), lr, num_steps, num_samples) in enumerate(inputs):
+        mu, log_var = _f64(_f32(mu)), _f64(_f32(log_var))
+        key = jax.random.key(i)
+        case = Case("check_refinement", i, len(inputs), {
+            "key": f"jax.random.key({i})", "log_joint": "log p(x, z) of a linear-Gaussian model", "mu": mu,
+            "log_var": log_var, "learning_rate": lr, "num_steps": num_steps, "num_samples": num_samples})
+        start = np.concatenate([mu, log_var])
+
+        def ascend(keys, lr=lr, sign=1.0, num_samples=num_samples, start=start):
+            """The parameters after one step per key, and the last gradient (NaN if no step)."""
+            params, g = start, np.full(4, np.nan)
+            for k in keys:
+                eps = jax.random.normal(k, (num_samples, 2), jnp.float32)  # the noise elbo.elbo draws
+                g = np.concatenate(R.linear_gaussian_elbo_grad(model.W, model.b, model.sigma, x, params[:2],
+                                                               params[2:], eps))
+                params = params + sign * lr * g
+            return params, g
+
+        keys = jax.random.split(key, num_steps)
+        ref, last_grad = ascend(keys)
+        if num_steps == 5:  # the reference itself: refinement raises the exact ELBO
+            def exact_elbo(p):
+                return R.linear_gaussian_elbo(model.W, model.b, model.sigma, x, p[:2], np.exp(p[2:]))
+
+            assert exact_elbo(ref) > exact_elbo(start), "check_refinement: the reference did not raise the ELBO"
+        out = call(case, fn, key, log_joint, _f32(mu), _f32(log_var), lr, num_steps, num_samples)
+        new_mu, new_log_var = unpack(case, out, ("mu", "log_var"))
+        blown_up = "the parameters blew up: each step is params + learning_rate * gradient (ascent, with the rate)"
+        got = np.concatenate([as_array(case, new_mu, (2,), name="mu", nonfinite_hint=blown_up),
+                              as_array(case, new_log_var, (2,), name="log_var", nonfinite_hint=blown_up)])
+        split_hint = "one key per step: keys = jax.random.split(key, num_steps), step t uses keys[t]"
+        count_hint = "take exactly num_steps steps, step t with keys[t] of keys = jax.random.split(key, num_steps)"
+
+        def chained(k=key, n=num_steps, use_new=True):
+            steps = []
+            for _ in range(n):
+                k, sub = jax.random.split(k)
+                steps.append(sub if use_new else k)
+            return steps
+
+        expect_close(case, got, ref, rtol=1e-4, atol=1e-4, name="(mu, log_var)",
+            hint="start at (mu, log_var) and take num_steps steps params + learning_rate * gradient of "
+            "vae_lite.elbo.elbo(keys[t], ...) (your mean_field_step), keys = jax.random.split(key, num_steps); "
+            "num_steps = 0 returns the inputs",
             variants=[
-                ("the gaps are swapped: approximation gap = log p(x) - ELBO(best q) (the family's limit), "
-                 "amortization gap = ELBO(best q) - ELBO(encoder) (the encoder's limit)",
-                 np.concatenate([gap_m, gap_a])),
-                ("the gaps must be >= 0: subtract the smaller bound from the larger", -np.concatenate([gap_a, gap_m])),
-                ("log p(x) - ELBO(encoder) is the total gap (approximation + amortization)",
-                 np.concatenate([gap_a, total])),
-                ("log p(x) - ELBO(encoder) is the total gap (approximation + amortization)",
-                 np.concatenate([total, gap_m])),
+                ("the same key at every step gives the same noise every step: " + split_hint,
+                 lambda a=ascend, k=key, n=num_steps: a([k] * n)[0]),
+                (split_hint + " (not a chain of splits)", lambda c=chained, a=ascend: a(c())[0]),
+                (split_hint + " (not a chain of splits)", lambda c=chained, a=ascend: a(c(use_new=False))[0]),
+                ("one step too many: " + count_hint, lambda a=ascend, k=key, n=num_steps: a(jax.random.split(k, n + 1))[0]),
+                ("one step too few: " + count_hint, lambda a=ascend, ks=keys: a(ks[:-1])[0]),
+                ("one step too few: " + count_hint, lambda a=ascend, ks=keys: a(ks[1:])[0]),
+                ("you returned after the first step: put the return after the loop", lambda a=ascend, ks=keys: a(ks[:1])[0]),
+                ("you descended: we MAXIMISE the ELBO, so ascend: params + learning_rate * gradient",
+                 lambda a=ascend, ks=keys: a(ks, sign=-1.0)[0]),
+                ("you returned the last gradient; return the refined parameters", last_grad),
+                ("you ignored the learning rate", lambda a=ascend, ks=keys: a(ks, lr=1.0)[0]),
+                ("the outputs are swapped: return (mu, log_var)", np.concatenate([ref[2:], ref[:2]])),
             ])
-    return _passed("check_inference_gaps", len(sizes))
+    return _passed("check_refinement", len(inputs))
 
 
 # ---------------------------------------------------------------- lesson 7

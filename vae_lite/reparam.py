@@ -35,9 +35,11 @@ def score_function_grad(key, f, mu, log_var, num_samples, baseline=0.0):
 
     Any constant baseline ``b`` leaves the estimate unbiased, because the score has mean zero,
     :math:`\mathbb{E}_q[\nabla \log q] = \nabla \int q = 0`; a ``b`` near :math:`\mathbb{E}_q[f]`
-    removes the part of f's noise that the score only multiplies. (A ``b`` computed from the same
-    samples z_s would break this; take it from earlier or independent samples, e.g. a running
-    average of f, as Pyro's SVI does.)
+    removes the part of f's noise that the score only multiplies. (A ``b`` that depends on z_s
+    itself, such as the mean of f over a batch that includes z_s, would break this; take it from
+    earlier or independent samples, e.g. a running average of f, as Pyro's SVI does, or give
+    each sample the mean of f over the *other* samples of its batch: the leave-one-out baseline of
+    lesson 5's exercise.)
 
     Args:
         key: a ``jax.random`` key.
