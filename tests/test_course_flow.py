@@ -128,8 +128,8 @@ def make_course(folder, num_copies=1):
     honest = {}
     for assignment in assignments:
         released = nbformat.read(assignment.release, as_version=4)
-        points = {grade_id.removesuffix("_test"): p for grade_id, p in assignment.exercises}
-        for student, (code, points) in students(*points, points).items():
+        weights = {grade_id.removesuffix("_test"): p for grade_id, p in assignment.exercises}
+        for student, (code, points) in students(*weights, weights).items():
             for copy in range(num_copies):
                 name = student if num_copies == 1 else f"{student}{copy:02d}"
                 nb = nbformat.from_dict(released)

@@ -37,7 +37,6 @@ from vae_lite.data import Images, load
 from vae_lite.distributions import kl_normal_std, log_bernoulli, reparameterize
 from vae_lite.networks import VAE, Autoencoder
 
-
 MONITOR_IMAGES = 2000  # training and held-out images whose ELBO :func:`fit` records after each epoch
 
 
