@@ -98,6 +98,19 @@ def students(first, second, points):
     }
 
 
+# a written answer graded by hand, added to one trimmed lesson: (assignment, grade_id, points, a student's answer)
+WRITTEN = ("lesson04", "ex04_written_check", 2, "The KL is zero only when q equals the prior, so it is never negative.")
+
+
+def written_answer_cells():
+    """A question and a manually graded written answer in the lessons' format (a model answer inside)."""
+    question = nbformat.v4.new_markdown_cell("### Written answer (graded by your instructor)\nWhy is a KL never negative?")
+    answer = nbformat.v4.new_markdown_cell("**Model answer.** By Jensen's inequality, since the log is concave.")
+    answer.metadata["nbgrader"] = {"grade": True, "grade_id": WRITTEN[1], "locked": False, "points": WRITTEN[2],
+                                   "schema_version": 3, "solution": True, "task": False}
+    return [question, answer]
+
+
 def trimmed_lesson(path):
     """The lesson's import lines and its exercise cells (solution + graded test), nothing else."""
     nb = nbformat.read(path, as_version=4)
@@ -121,8 +134,11 @@ def make_course(folder, num_copies=1):
     """A course with the trimmed lessons, released, and every synthetic student's submission."""
     notebooks = folder / "notebooks"
     notebooks.mkdir(parents=True)
-    for file_name in LESSONS.values():
-        nbformat.write(trimmed_lesson(ROOT / "notebooks" / file_name), notebooks / file_name)
+    for name, file_name in LESSONS.items():
+        nb = trimmed_lesson(ROOT / "notebooks" / file_name)
+        if name == WRITTEN[0]:
+            nb.cells += written_answer_cells()
+        nbformat.write(nb, notebooks / file_name)
     course = folder / "course"
     assignments = build_assignments.build(notebooks, course)
     honest = {}
@@ -133,10 +149,11 @@ def make_course(folder, num_copies=1):
             for copy in range(num_copies):
                 name = student if num_copies == 1 else f"{student}{copy:02d}"
                 nb = nbformat.from_dict(released)
+                answers = {WRITTEN[1]: WRITTEN[3]} if student == "correct" and assignment.name == WRITTEN[0] else {}
                 for cell in nb.cells:
                     grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-                    if grade_id in code:
-                        cell.source = code[grade_id]
+                    if grade_id in code or grade_id in answers:
+                        cell.source = {**code, **answers}[grade_id]
                 target = course / "submitted" / name / assignment.name
                 target.mkdir(parents=True)
                 nbformat.write(nb, target / assignment.release.name)
@@ -176,6 +193,16 @@ def test_course_flow_autograde_regrade_and_feedback(tmp_path):
     print(report)
     assert autograded == honest, report
     assert regraded == honest, report
+    # the written answer: nbgrader leaves it for manual grading where the student wrote one, and
+    # scores it 0 on its own where the cell still holds the blank "YOUR ANSWER HERE"
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        source = nbformat.read(course / "source" / WRITTEN[0] / LESSONS[WRITTEN[0]], as_version=4)
+        auto_points = sum(build_assignments.nbgrader_meta(c)["points"] for _, c in build_assignments.graded_tests(source))
+        assert gradebook.find_assignment(WRITTEN[0]).max_score == auto_points + WRITTEN[2]
+        assert gradebook.find_submission(WRITTEN[0], "correct").needs_manual_grade
+        assert not gradebook.find_submission(WRITTEN[0], "blank").needs_manual_grade
+        written = gradebook.find_grade(WRITTEN[1], "04_elbo", WRITTEN[0], "correct")
+        assert written.auto_score is None and written.manual_score is None and written.max_score == WRITTEN[2]
     flags = (course / "regrade" / "lesson01-flags.csv").read_text()
     assert "rebinds_check" in flags and "overwrites_inputs" in flags and "correct," not in flags
 
