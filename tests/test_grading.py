@@ -646,3 +646,18 @@ def test_checks_pass_correct_solutions_under_x64():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("passed") == 6, done.stdout
+
+
+# The 3-point exercises ask for a derivation: a wrong attempt gets the method, not the formula to copy.
+@pytest.mark.parametrize(("check", "wrong", "formula"), [
+    (grading.check_shared_theta_log_marginal, lambda x, a, b: jnp.float32(-1.0), "log B(a + k, b + N - k) - log B(a, b)"),
+    (grading.check_mixture_log_likelihood, lambda x, w, p: jnp.float32(-1.0), "logsumexp"),
+    (grading.check_grid_normalization, lambda v, c: (v, jnp.float32(0.0)), "logsumexp(values) + log(cell_volume)"),
+    (grading.check_kl_normal_std, lambda mu, log_var: jnp.float32(1.0), "- 1 - log_var"),
+    (grading.check_inverse_cdf_grid, lambda n: jnp.zeros(n), "(i + 0.5) / n"),
+    (grading.check_score_function_loo, lambda key, f, mu, log_var, s: (jnp.zeros((s, mu.shape[0])),) * 2,
+     "(z_s - mu) / sigma**2"),
+])
+def test_derivation_exercises_hint_the_method_not_the_answer(check, wrong, formula):
+    message = fails_with(check, wrong, "hint:")
+    assert formula not in message, message

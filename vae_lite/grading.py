@@ -298,8 +298,9 @@ def check_shared_theta_log_marginal(fn):
                        shape_hints={(n,): "you returned one value per image; return log p(x_1, ..., x_N)"})
         mean = a / (a + b)
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
-            hint="integrate the shared theta out once for all N images: "
-            "log p(x_1..x_N) = log B(a + k, b + N - k) - log B(a, b), k = sum(x)",
+            hint="integrate the shared theta out once for all N images: multiply theta^k (1 - theta)^(N - k), "
+            "k = sum(x), by the Beta(a, b) density, collect the powers of theta and 1 - theta, and recognise "
+            "what is left as an unnormalised Beta density (its integral is a Beta function; betaln is its log)",
             variants=[
                 ("this is sum_i log p(x_i), the answer when every image has its own theta (i.i.d.). "
                  "With ONE theta shared by all images they are not independent: "
@@ -403,7 +404,8 @@ def check_mixture_log_likelihood(fn):
             nonfinite_hint="with many pixels the product of probabilities underflows to 0 and log(0) = -inf: "
             "stay in log space, jax.nn.logsumexp(jnp.log(weights) + per-component log-likelihoods)")
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
-            hint="log p(x) = logsumexp_k [log w_k + sum_j log Bern(x_j; probs_kj)]",
+            hint="log p(x) is the log of a sum over k of w_k p(x | z = k); compute every term's LOG, "
+            "log w_k + log p(x | z = k), and combine the K logs without exponentiating them on their own",
             variants=[
                 ("the log is inside the sum over components: log sum_k w_k p_k(x) "
                  "is not sum_k w_k log p_k(x)", weights @ per_k),
@@ -446,8 +448,8 @@ def check_grid_normalization(fn):
             (size,): "return (log_posterior, log_evidence) in this order"})
         log_post = as_array(case, log_post, (size,), name="log_posterior", nonfinite_hint=nonfinite)
         expect_close(case, log_ev, ref_ev, rtol=1e-5, atol=2e-3, name="log_evidence",
-            hint="p(x) = integral p(x, z) dz ~ sum_g p(x, z_g) * cell_volume: "
-            "log_evidence = logsumexp(values) + log(cell_volume)",
+            hint="p(x) = integral p(x, z) dz ~ sum_g p(x, z_g) * cell_volume; take the log of that sum "
+            "without ever forming p(x, z_g) itself, and carry the cell volume along as a log",
             variants=[
                 ("you forgot the cell volume: p(x) ~ sum_g p(x, z_g) * cell_volume, so add log(cell_volume)", total),
                 ("you added cell_volume; add log(cell_volume)", total + volume),
@@ -612,7 +614,8 @@ def check_kl_normal_std(fn):
         var = np.exp(log_var)
         sigma_hint = "you used sigma = exp(0.5 * log_var) where the formula needs the variance exp(log_var)"
         expect_close(case, got, ref, rtol=1e-5, atol=1e-4,
-            hint="KL = 0.5 * sum_j (mu_j**2 + exp(log_var_j) - 1 - log_var_j)",
+            hint="take the expectation of each term under q with E_q[(z_j - mu_j)**2] = sigma_j**2 and "
+            "E_q[z_j**2] = mu_j**2 + sigma_j**2, sigma_j**2 = exp(log_var_j); sanity check: 0 at mu = 0, log_var = 0",
             variants=[
                 ("the sign is flipped: a KL divergence is never negative", -ref),
                 (sigma_hint, _kl_std(mu, 0.5 * log_var) - 0.25 * np.sum(log_var)),
@@ -777,8 +780,8 @@ def check_score_function_loo(fn):
 
         sigma = np.exp(0.5 * log_var)
         expect_close(case, grad_mu, ref_mu, rtol=1e-4, atol=1e-4, name="grad_mu",
-            hint="grad_mu[s] = (f(z_s) - b_s) * (z_s - mu) / sigma**2, sigma**2 = exp(log_var), "
-            "b_s = the mean of f(z_t) over t != s",
+            hint="grad_mu[s] = (f(z_s) - b_s) times the derivative of log N(z_s; mu, exp(log_var)) w.r.t. mu "
+            "(differentiate the log density by hand), b_s = the mean of f(z_t) over t != s",
             variants=[
                 ("the score of mu is (z - mu) / sigma**2 (the variance), not (z - mu) / sigma", centred * eps),
                 ("the sign of the score is flipped: d/dmu log q(z) = +(z - mu) / sigma**2", -ref_mu),
@@ -786,8 +789,8 @@ def check_score_function_loo(fn):
                 *baseline_and_key_variants(0),
             ])
         expect_close(case, grad_log_var, ref_log_var, rtol=1e-4, atol=1e-4, name="grad_log_var",
-            hint="grad_log_var[s] = (f(z_s) - b_s) * 0.5 * ((z_s - mu)**2 / sigma**2 - 1), the derivative of "
-            "log q w.r.t. log_var (not w.r.t. sigma)",
+            hint="grad_log_var[s] = (f(z_s) - b_s) times the derivative of log N(z_s; mu, exp(v)) w.r.t. "
+            "v = log_var (not w.r.t. sigma or the variance); write sigma**2 = exp(v) before differentiating",
             variants=[
                 ("the score of log_var needs the factor 0.5: 0.5 * ((z - mu)**2 / sigma**2 - 1)", 2 * ref_log_var),
                 ("the score of log_var needs the -1: 0.5 * ((z - mu)**2 / sigma**2 - 1) (it has mean zero)",
@@ -1025,7 +1028,8 @@ def check_inverse_cdf_grid(fn):
             nonfinite_hint="the inverse CDF of 0 is -inf and of 1 is +inf, so a grid of probabilities "
             "including 0 and 1 (jnp.linspace(0, 1, n)) breaks; use the midpoints (i + 0.5) / n")
         expect_close(case, got, ref, rtol=1e-4, atol=1e-4,
-            hint="quantiles Phi^-1((i + 0.5) / n) for i = 0..n-1, e.g. jax.scipy.stats.norm.ppf",
+            hint="slice i holds the prior mass from i / n to (i + 1) / n; the point halfway through it in "
+            "probability has that much mass below it: map it through the inverse CDF (jax.scipy.stats.norm.ppf)",
             variants=[
                 ("you used the probabilities (i + 1) / (n + 1); use the midpoints (i + 0.5) / n",
                  [normal.inv_cdf((j + 1) / (n + 1)) for j in range(n)]),
