@@ -209,9 +209,9 @@ def _training_levels(x):
     return x, 1
 
 
-def _monitor_set(x, key):
-    """The first :data:`MONITOR_IMAGES` of ``x``, binarised once with ``key`` (float32 0/1)."""
-    levels, max_level = _training_levels(x)
+def _monitor_set(levels, max_level, key):
+    """The first :data:`MONITOR_IMAGES` of ``levels`` (see :func:`_training_levels`), binarised once
+    with ``key`` (float32 0/1)."""
     intensities = np.asarray(levels[:MONITOR_IMAGES], dtype=np.float32) / max_level
     return jax.random.bernoulli(key, jnp.asarray(intensities)).astype(jnp.float32)
 
@@ -229,11 +229,12 @@ def fit(model, config, x, *, held_out=None, progress=True):
     held-out images, each binarised once and evaluated with the same key, so the two curves
     differ only in the images (their distance is the generalisation gap).
     """
+    x, max_level = _training_levels(x)
     monitor = None
     if held_out is not None:
-        keys = jax.random.split(jax.random.key(config.seed + 2), 3)
-        monitor = {"train_elbo": _monitor_set(x, keys[0]), "test_elbo": _monitor_set(held_out, keys[1])}
-    x, max_level = _training_levels(x)
+        key_train, key_test, eval_key = jax.random.split(jax.random.key(config.seed + 2), 3)
+        monitor = {"train_elbo": _monitor_set(x, max_level, key_train),
+                   "test_elbo": _monitor_set(*_training_levels(held_out), key_test)}
     if x.shape[0] < config.batch_size:
         raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
     graphdef, params = nnx.split(model, nnx.Param)
@@ -261,7 +262,7 @@ def fit(model, config, x, *, held_out=None, progress=True):
         if monitor:
             nnx.update(model, params)
             for name, images in monitor.items():
-                history[name].append(evaluate(keys[2], model, images).elbo)
+                history[name].append(evaluate(eval_key, model, images).elbo)
         bar.set_postfix(elbo=f"{recon - kl:.2f}")
     nnx.update(model, params)
     return history
