@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # Tools the tests start (jupyter kernels, nbgrader's alembic, voila) come from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup lessons test test-fast assignments benchmark notebooks-run clean
+.PHONY: setup lessons test test-fast assignments models benchmark notebooks-run clean
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-fast: setup
 
 assignments: setup
 	$(BIN)/python classroom/build_assignments.py
+
+# Retrain every model that ships with vae-lite (vae_lite/_models) from the lessons' configurations.
+models: setup
+	$(BIN)/python -m vae_lite.zoo --out vae_lite/_models
 
 benchmark:
 	$(MAKE) setup EXTRAS=test,classroom,benchmark

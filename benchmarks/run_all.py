@@ -49,7 +49,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fast smoke run of everything")
     parser.add_argument(
-        "--cold", action="store_true", help="notebooks with empty model caches (models train)"
+        "--cold", action="store_true", help="notebooks from an empty cache (a fresh install: shipped models, nothing compiled)"
     )
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=list(BENCHMARKS), help="benchmarks to leave out"

@@ -44,7 +44,7 @@ def test_cache_round_trip_returns_the_same_parameters(digits, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(classifier, "fit_classifier", no_training)
         again = classifier.train_classifier(data=digits, epochs=2, progress=False)
-    assert again.from_cache and not first.from_cache
+    assert again.source == "cache" and first.source == "trained"
     assert again.test_accuracy == first.test_accuracy
     for p, q in zip(_params(first.model), _params(again.model), strict=True):
         np.testing.assert_array_equal(p, q)
@@ -52,7 +52,7 @@ def test_cache_round_trip_returns_the_same_parameters(digits, monkeypatch):
     assert path.suffix == ".npz" and path.is_file()
     with np.load(path, allow_pickle=False) as saved:  # no pickle in the file
         assert any(name.startswith("param:") for name in saved.files)
-    assert not classifier.train_classifier(data=digits, epochs=3, progress=False).from_cache  # another config
+    assert classifier.train_classifier(data=digits, epochs=3, progress=False).source == "trained"  # another config
 
 
 def test_unreadable_cache_entry_is_retrained_with_a_warning(digits):
@@ -60,7 +60,7 @@ def test_unreadable_cache_entry_is_retrained_with_a_warning(digits):
     classifier.classifier_cache_path(first.config, digits).write_bytes(b"not a checkpoint")
     with pytest.warns(training.ModelCacheWarning, match="unreadable"):
         again = classifier.train_classifier(data=digits, epochs=2, progress=False)
-    assert not again.from_cache
+    assert again.source == "trained"
 
 
 def test_bad_inputs_are_rejected_with_a_fix(digits):

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+WHEEL_LIMIT_BYTES = 60e6  # MNIST (11.6 MB) and the shipped models (under 40 MB) with the code
 
 
 def _norm(name):
@@ -52,12 +53,16 @@ def test_lock_file_agrees_with_pyproject():
 
 
 @pytest.mark.slow
-def test_installed_wheel_finds_the_bundled_mnist(tmp_path):
-    """Build the wheel, install it into an empty folder, and load MNIST from there, offline."""
+def test_installed_wheel_finds_the_bundled_mnist_and_models(tmp_path):
+    """Build the wheel, install it into a read-only folder, and load MNIST and a shipped model from there."""
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)],
                    check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("vae_lite-*.whl")
+    assert wheel.stat().st_size <= WHEEL_LIMIT_BYTES, f"the wheel is {wheel.stat().st_size / 1e6:.1f} MB"
+    with zipfile.ZipFile(wheel) as zf:
+        models = {Path(n).name for n in zf.namelist() if n.startswith("vae_lite/_models/")}
+    assert models == {p.name for p in (ROOT / "vae_lite" / "_models").iterdir() if p.suffix in (".npz", ".json")}
     with zipfile.ZipFile(wheel) as zf:
         shipped = {Path(n).name: hashlib.md5(zf.read(n)).hexdigest()
                    for n in zf.namelist() if n.startswith("vae_lite/_data/mnist/")}
@@ -74,11 +79,14 @@ def test_installed_wheel_finds_the_bundled_mnist(tmp_path):
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); from vae_lite import data; "
         "d = data.load('mnist', download=False); "
-        "print(data.bundled_dir(), d.x_train.shape, d.y_test[:3].tolist())"
+        "print(data.bundled_dir(), d.x_train.shape, d.y_test[:3].tolist()); "
+        "from vae_lite import training; print(training.train(latent_dim=2, data=d, progress=False).source)"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("VAE_LITE_DATA", "VAE_LITE_DATASET")}
     env["VAE_LITE_CACHE"] = str(tmp_path / "empty-cache")
+    env["VAE_LITE_TRAINING"] = "forbid"  # the model must come from the installed package
     out = subprocess.run([sys.executable, "-c", script, str(site)], check=True, capture_output=True, text=True,
                          cwd=tmp_path, env=env).stdout
     assert out.startswith(str(site / "vae_lite" / "_data")) and "(60000, 784) [7, 2, 1]" in out
-    assert not (tmp_path / "empty-cache").exists()  # found in the package, nothing downloaded
+    assert out.strip().endswith("shipped")
+    assert not (tmp_path / "empty-cache").exists()  # found in the package: nothing downloaded, trained or cached

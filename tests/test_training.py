@@ -81,13 +81,13 @@ def test_cache_hit_returns_same_parameters_without_training(digits, monkeypatch)
     with monkeypatch.context() as patch:
         patch.setattr(training, "fit", no_training)
         again = training.train(SMALL, digits, progress=False)
-    assert again.from_cache and not first.from_cache
+    assert again.source == "cache" and first.source == "trained"
     assert again.history["elbo"] == first.history["elbo"]
     for p, q in zip(_params(first.model), _params(again.model), strict=True):
         np.testing.assert_array_equal(p, q)
     changed = training.train(dataclasses.replace(SMALL, beta=0.5), digits, progress=False)
-    assert not changed.from_cache
-    assert not training.train(SMALL, digits, progress=False, retrain=True).from_cache
+    assert changed.source == "trained"
+    assert training.train(SMALL, digits, progress=False, retrain=True).source == "trained"
 
 
 def test_autoencoder_trains(digits):
@@ -148,7 +148,7 @@ def test_killed_save_leaves_a_complete_entry(tmp_path):
         proc.stdout.close()
         # One save finished before the kill, so a complete, loadable model must be there.
         metadata = training.load_model(path, training.build_model(cfg, 784))
-        assert set(metadata) == {"n"} and metadata["n"] >= 0
+        assert set(metadata) == {"n", "params_sha256"} and metadata["n"] >= 0
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
     # A killed writer may leave its own temporary file, but never under the model's name.
     assert all(name.endswith(".tmp") for name in leftovers)
@@ -160,7 +160,7 @@ def test_unreadable_cache_entry_is_retrained(digits):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.warns(training.ModelCacheWarning, match="not a readable vae-lite checkpoint"):
         again = training.train(SMALL, digits, progress=False)
-    assert not again.from_cache
+    assert again.source == "trained"
 
 
 def test_training_on_uint8_levels_equals_training_on_their_intensities(digits):
@@ -201,8 +201,8 @@ def test_malformed_cache_entry_is_retrained_with_a_warning(digits, change, reaso
     _rewrite_entry(path, change)
     with pytest.warns(training.ModelCacheWarning, match=reason):
         again = training.train(SMALL, digits, progress=False)
-    assert not again.from_cache and np.isfinite(again.history["elbo"]).all()
-    assert training.train(SMALL, digits, progress=False).from_cache  # rewritten, readable again
+    assert again.source == "trained" and np.isfinite(again.history["elbo"]).all()
+    assert training.train(SMALL, digits, progress=False).source == "cache"  # rewritten, readable again
 
 
 @pytest.mark.parametrize("blocker", ["read-only folder", "file where the folder should be"])
@@ -220,7 +220,7 @@ def test_unwritable_cache_still_returns_the_trained_model(digits, monkeypatch, t
     monkeypatch.setenv("VAE_LITE_CACHE", str(root))
     with pytest.warns(training.ModelCacheWarning, match=f"Could not write the model cache in {root / 'models'}"):
         result = training.train(SMALL, digits, progress=False)
-    assert not result.from_cache and len(result.history["elbo"]) == SMALL.epochs
+    assert result.source == "trained" and len(result.history["elbo"]) == SMALL.epochs
     x = data.binarize_fixed(digits.x_test)
     fresh = training.evaluate(jax.random.key(0), training.build_model(SMALL, 64), x).elbo
     assert training.evaluate(jax.random.key(0), result.model, x).elbo > fresh + 5  # trained, not fresh
@@ -233,7 +233,7 @@ def test_full_disk_still_returns_the_trained_model(digits, monkeypatch):
     monkeypatch.setattr(training, "atomic_write_bytes", no_space)
     with pytest.warns(training.ModelCacheWarning, match="No space left on device"):
         result = training.train(SMALL, digits, progress=False)
-    assert not result.from_cache and len(result.history["elbo"]) == SMALL.epochs
+    assert result.source == "trained" and len(result.history["elbo"]) == SMALL.epochs
 
 
 def test_nothing_is_written_into_the_package(digits, monkeypatch, tmp_path):

@@ -4,7 +4,7 @@ Modules load on first use (``vae_lite.elbo``, ``from vae_lite import explorer``)
 ``import vae_lite`` stays fast.
 
 Core: ``distributions``, ``networks``, ``training``, ``data``, ``plotting``, ``widgets``, ``grading``,
-``classifier``.
+``classifier``, ``zoo`` (the shipped trained models).
 Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` (3), ``elbo`` (4),
 ``reparam`` (5), ``inference`` (6), ``explorer`` (7).
 """
@@ -13,7 +13,7 @@ import importlib
 
 __version__ = "0.2.0"
 
-CORE = ("distributions", "networks", "training", "data", "plotting", "widgets", "grading", "classifier")
+CORE = ("distributions", "networks", "training", "data", "plotting", "widgets", "grading", "classifier", "zoo")
 LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "explorer")
 __all__ = [*CORE, *LESSONS, "__version__"]
 

@@ -8,12 +8,13 @@ close to many training images but leaves the classifier unsure.
 
 The classifier is an MLP (pixels -> hidden -> 10 logits) in Flax NNX, trained with Adam
 on the grey-level training images, one compiled ``jax.lax.scan`` per epoch, and cached
-in the model cache like :func:`vae_lite.training.train` (``.npz``, no pickle, atomic).
+and obtained like the VAEs (:func:`vae_lite.training.obtain`: the user's model cache, the
+model shipped with vae-lite, then training).
 """
 
 import dataclasses
 import functools
-import warnings
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,16 +24,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vae_lite import __version__, _args
+from vae_lite import _args
 from vae_lite.data import Images, load
 from vae_lite.networks import MLP
-from vae_lite.training import (
-    CheckpointMismatchError,
-    ModelCacheWarning,
-    cache_entry,
-    load_model,
-    save_to_cache,
-)
+from vae_lite.training import Recipe, cache_dir, entry_name, obtain
 
 NUM_CLASSES = 10
 CONFIDENT = 0.9  # a sample counts as "recognised" when its top class has at least this probability
@@ -75,12 +70,13 @@ class ClassifierConfig:
 
 
 class ClassifierResult(NamedTuple):
-    """A trained classifier, its accuracy on the data set's test images, and whether it was cached."""
+    """A trained classifier, its accuracy on the data set's test images, and where it came from
+    (``source``: ``"cache"``, ``"shipped"`` or ``"trained"``, as for :class:`vae_lite.training.TrainResult`)."""
 
     model: Classifier
     config: ClassifierConfig
     test_accuracy: float
-    from_cache: bool
+    source: str
 
 
 class Share(NamedTuple):
@@ -137,8 +133,11 @@ def _epoch_for(graphdef, batch_size, learning_rate, max_level):
 
 
 def fit_classifier(model, config, x, y, *, progress=True):
-    """Train ``model`` in place on images ``x`` ``(N, pixels)`` with labels ``y`` ``(N,)``; returns the mean
-    cross-entropy per epoch. ``x``: a data set's :class:`~vae_lite.data.Images` or intensities in [0, 1]."""
+    """Train ``model`` in place on images ``x`` ``(N, pixels)`` with labels ``y`` ``(N,)``.
+
+    ``x``: a data set's :class:`~vae_lite.data.Images` or intensities in [0, 1]. Returns the
+    history: per epoch, the mean cross-entropy over its minibatches (``loss``) and its ``seconds``.
+    """
     x, max_level = _levels(x)
     y = np.asarray(y)
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
@@ -151,13 +150,15 @@ def fit_classifier(model, config, x, y, *, progress=True):
     x, y, key = jnp.asarray(x), jnp.asarray(y, jnp.int32), jax.random.key(config.seed + 1)
     from tqdm.auto import tqdm
 
-    losses = []
+    history = {"loss": [], "seconds": []}
     for _ in tqdm(range(config.epochs), desc="training classifier", disable=not progress):
+        start = time.perf_counter()
         key, epoch_key = jax.random.split(key)
         params, opt_state, loss = epoch(params, opt_state, x, y, epoch_key)
-        losses.append(float(loss))
+        history["loss"].append(float(loss))
+        history["seconds"].append(time.perf_counter() - start)
     nnx.update(model, params)
-    return losses
+    return history
 
 
 @nnx.jit
@@ -200,19 +201,31 @@ def accuracy(model, x, y):
     return float(np.mean(predict_probs(model, np.asarray(x)).argmax(axis=1) == np.asarray(y)))
 
 
+def classifier_recipe(config, data):
+    """The :class:`~vae_lite.training.Recipe` of a classifier for ``config`` trained on ``data``."""
+    return Recipe(
+        what="classifier",
+        entry=entry_name(f"classifier-{config.dataset}-e{config.epochs}", config, data),
+        config=config,
+        call="classifier.train_classifier",
+        build=lambda: Classifier(data.num_pixels, config.hidden, rngs=nnx.Rngs(config.seed)),
+        fit=lambda model, progress: fit_classifier(model, config, data.x_train, data.y_train, progress=progress),
+    )
+
+
 def classifier_cache_path(config, data):
-    """The cache file for ``config`` trained on ``data`` with this library version."""
-    return cache_entry(f"classifier-{config.dataset}-e{config.epochs}", config, data)
+    """The model cache's file for ``config`` trained on ``data`` with this library version."""
+    return cache_dir() / "models" / classifier_recipe(config, data).entry
 
 
 def train_classifier(config=None, data=None, *, retrain=False, progress=True, **overrides):
-    """Train a digit classifier on ``data``'s training images, or load it from the model cache.
+    """Load a trained digit classifier for ``data``, or train it (the order of :func:`vae_lite.training.obtain`).
 
     Args:
         config: a :class:`ClassifierConfig` (default: 784-256-10, 5 epochs on MNIST).
         data: a :class:`vae_lite.data.Dataset` (default ``load(config.dataset, fallback=True)``).
-        retrain: train even if the cache has this configuration.
-        progress: show a progress bar.
+        retrain: train even if the model cache or the shipped models have this configuration.
+        progress: say where a loaded classifier came from; show a progress bar while training.
         **overrides: fields of :class:`ClassifierConfig` to replace, e.g. ``epochs=10``.
 
     Returns:
@@ -222,20 +235,5 @@ def train_classifier(config=None, data=None, *, retrain=False, progress=True, **
     if data is None:
         data = load(config.dataset, fallback=True)
     config = dataclasses.replace(config, dataset=data.name)
-    model = Classifier(data.num_pixels, config.hidden, rngs=nnx.Rngs(config.seed))
-    path = classifier_cache_path(config, data)
-    from_cache = False
-    if path.is_file() and not retrain:
-        try:
-            load_model(path, model)
-            from_cache = True
-        except CheckpointMismatchError as err:
-            warnings.warn(f"Ignoring an unreadable classifier cache entry, training again: {err}", ModelCacheWarning,
-                          stacklevel=2)
-            model = Classifier(data.num_pixels, config.hidden, rngs=nnx.Rngs(config.seed))
-    if not from_cache:
-        losses = fit_classifier(model, config, data.x_train, data.y_train, progress=progress)
-        save_to_cache(path, model, {"config": dataclasses.asdict(config), "loss": losses, "version": __version__},
-                      what="classifier")
-    test_accuracy = accuracy(model, np.asarray(data.x_test), data.y_test)
-    return ClassifierResult(model, config, test_accuracy, from_cache)
+    model, _, source = obtain(classifier_recipe(config, data), retrain=retrain, progress=progress)
+    return ClassifierResult(model, config, accuracy(model, np.asarray(data.x_test), data.y_test), source)
