@@ -13,7 +13,10 @@ compilation cache from one lesson to the next. ``--standalone`` (with ``--cold``
 notebook its own empty cache instead. ``--digits`` runs the lessons in quick mode
 (``VAE_LITE_DATASET=digits``: the bundled 8x8 digits, whose models are trained, not shipped).
 
-Run: ``python benchmarks/run_notebooks.py [--cold [--standalone]] [--digits] [notebooks/03_x.ipynb ...]``.
+``--write`` saves each executed notebook in place (outputs and widget state), which is how the
+committed lessons are executed: ``python benchmarks/run_notebooks.py --cold --write``.
+
+Run: ``python benchmarks/run_notebooks.py [--cold [--standalone]] [--digits] [--write] [notebooks/03_x.ipynb ...]``.
 """
 
 import argparse
@@ -90,8 +93,11 @@ class MemoryPoller:
         self._thread.join()
 
 
-def run_notebook(path, timeout=600):
-    """Execute ``path`` in a fresh kernel; return a dict with seconds, peaks and any error."""
+def run_notebook(path, timeout=600, write=False):
+    """Execute ``path`` in a fresh kernel; return a dict with seconds, peaks and any error.
+
+    With ``write``, a notebook that ran without error is saved in place, executed.
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -132,6 +138,8 @@ def run_notebook(path, timeout=600):
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # drop ANSI colours
         error = f"{type(err).__name__}: {message.splitlines()[-1] if message else ''}"[:120]
     seconds = time.perf_counter() - start
+    if write and error is None:
+        nbformat.write(nb, path)
     poller = state.get("poller")
     if poller is not None:
         poller.stop()
@@ -162,13 +170,13 @@ def empty_cache():
             yield folder
 
 
-def run_all(paths, cold=False, timeout=600, standalone=False):
+def run_all(paths, cold=False, timeout=600, standalone=False, write=False):
     """Run each notebook in order (cold: in one new empty cache folder; standalone: one each); return the results."""
     results = []
     with empty_cache() if cold and not standalone else contextlib.nullcontext():
         for path in paths:
             with empty_cache() if cold and standalone else contextlib.nullcontext():
-                results.append(run_notebook(path, timeout))
+                results.append(run_notebook(path, timeout, write))
         r = results[-1]
         print(
             f"{r['notebook']}: {r['seconds']:.1f} s, peak {r['peak_bytes'] / GIB:.2f} GiB"
@@ -234,6 +242,7 @@ def main(argv=None):
     parser.add_argument("--cold", action="store_true", help="one new empty VAE_LITE_CACHE for the run, in order")
     parser.add_argument("--standalone", action="store_true", help="with --cold: each notebook its own empty cache")
     parser.add_argument("--digits", action="store_true", help="quick mode: VAE_LITE_DATASET=digits")
+    parser.add_argument("--write", action="store_true", help="save each executed notebook in place")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument(
         "--quick", action="store_true", help="accepted for run_all; runs the notebooks as usual"
@@ -249,7 +258,7 @@ def main(argv=None):
     if args.digits:
         kernel_env["VAE_LITE_DATASET"] = "digits"
     with mock.patch.dict(os.environ, kernel_env):
-        results = run_all(paths, cold=args.cold, timeout=args.timeout, standalone=args.standalone)
+        results = run_all(paths, cold=args.cold, timeout=args.timeout, standalone=args.standalone, write=args.write)
     rows = table_rows(results, args.cold)
     name = ("notebooks-cold" if args.cold else "notebooks") + ("-digits" if args.digits else "")
     save_json(name, {"cold": args.cold, "digits": args.digits, "results": results, "rows": rows})
