@@ -10,6 +10,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
 LOG_VAR_LIMIT = 80.0  # |log_var| beyond this over- or underflows e^{log_var} in float32 (e^88.7 is the largest)
 
@@ -159,3 +160,17 @@ def one_value_per_sample(name, values, num_samples, what="log p(x, z)"):
             f"{name} must return one number ({what}) per latent vector z, but it returns shape {per_sample} "
             f"for one z. Sum over the data dimensions, e.g. jnp.sum(..., axis=-1)."
         )
+
+
+def function(name, fn, signature="z (latent_dim,) -> scalar"):
+    """``fn`` as a ``jax.tree_util.Partial``: how every compiled vae-lite function takes a user's function.
+
+    A ``Partial`` is a pytree: its arrays (a model's weights, a data point) enter the compiled
+    program as arguments, and only the underlying Python function is part of the cache key.
+    So the library's own log joints (``LinearGaussian.log_joint(x)``,
+    ``posterior.decoder_log_joint(decoder, x)``), rebuilt for every data point, compile once per
+    shape; a plain function or lambda is wrapped as it is and compiles once per function object.
+    """
+    if not callable(fn):
+        raise ValueError(f"{name} must be a function {signature}, got {type(fn).__name__}.")
+    return fn if isinstance(fn, Partial) else Partial(fn)

@@ -45,12 +45,13 @@ def _log_weights(key, log_joint, mu, log_var, num_samples):
     """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
     _args.prng_key("key", key)
     mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
-    return _log_weights_compiled(key, log_joint, mu, log_var, num_samples)
+    return _log_weights_compiled(key, _args.function("log_joint", log_joint), mu, log_var, num_samples)
 
 
 # Compiled as one program: a decoder's (num_samples, pixels) intermediates are fused, not
-# kept one per operation. One compilation per log_joint function (and sample count).
-@functools.partial(jax.jit, static_argnames=("log_joint", "num_samples"))
+# kept one per operation. log_joint is a Partial (see _args.function): one compilation per
+# underlying function, shapes and sample count, not one per data point.
+@functools.partial(jax.jit, static_argnames="num_samples")
 def _log_weights_compiled(key, log_joint, mu, log_var, num_samples):
     z = reparameterize(key, mu, log_var, num_samples)  # (num_samples, latent_dim)
     values = _per_sample(log_joint, z)

@@ -91,10 +91,14 @@ def compile_decode(decoder):
     return lambda z: np.asarray(decode(state, jnp.asarray(z, jnp.float32)))
 
 
+@nnx.jit  # compiled once per architecture and batch shape, whatever the model's weights
+def _codes(model, x):
+    return model.code(x)
+
+
 def encode_means(model, x):
     """Posterior means ``(n, d)`` of a VAE (or the codes of a plain autoencoder) for images ``x (n, D)``."""
-    graphdef, state = nnx.split(model)
-    return np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s).code(x))(state, jnp.asarray(x, jnp.float32)))
+    return np.asarray(_codes(model, jnp.asarray(x, jnp.float32)))
 
 
 def dimension_order(model, x):

@@ -46,9 +46,7 @@ def vae_point_log_joint(decoder):
 
 
 def _as_partial(point_log_joint):
-    if not callable(point_log_joint):
-        raise ValueError(f"point_log_joint must be a callable (x_i, z) -> scalar, got {type(point_log_joint).__name__}.")
-    return point_log_joint if isinstance(point_log_joint, Partial) else Partial(point_log_joint)
+    return _args.function("point_log_joint", point_log_joint, "(x_i, z) -> scalar")
 
 
 def _check_params(x, mu, log_var, fix="Pass one row of (mu, log_var) per data point."):

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from jax.tree_util import Partial
 
 from vae_lite import _args
 from vae_lite.distributions import log_bernoulli, log_normal_std
@@ -43,15 +45,13 @@ class LinearGaussian(NamedTuple):
             raise ValueError(f"x must have shape {jnp.shape(self.b)} (one data point), got {jnp.shape(x)}.")
 
     def log_joint(self, x):
-        r"""``z (d,) -> log p(x, z) = log N(x; W z + b, sigma^2 I) + log N(z; 0, I)`` for a fixed ``x (D,)``."""
+        r"""``z (d,) -> log p(x, z) = log N(x; W z + b, sigma^2 I) + log N(z; 0, I)`` for a fixed ``x (D,)``.
+
+        A ``jax.tree_util.Partial`` (the model and x are its arrays), so the estimators compile
+        it once for all data points of a shape.
+        """
         self._check_x(x)
-
-        def log_joint(z):
-            mean = self.W @ z + self.b
-            log_lik = -0.5 * jnp.sum(jnp.log(2 * jnp.pi * self.sigma**2) + (x - mean) ** 2 / self.sigma**2)
-            return log_lik + log_normal_std(z)
-
-        return log_joint
+        return Partial(_linear_gaussian_log_joint, self, jnp.asarray(x))
 
     def log_evidence(self, x):
         r"""Exact log p(x) = log N(x; b, W W^T + sigma^2 I), for ``x (D,)``."""
@@ -99,6 +99,12 @@ GRID_BLOCK = 2048  # grid points evaluated together by grid_posterior
 
 
 MAX_GRID_POINTS = 2**24  # about 17 million points: a 4097 x 4097 grid
+
+
+def _linear_gaussian_log_joint(model, x, z):
+    mean = model.W @ z + model.b
+    log_lik = -0.5 * jnp.sum(jnp.log(2 * jnp.pi * model.sigma**2) + (x - mean) ** 2 / model.sigma**2)
+    return log_lik + log_normal_std(z)
 
 
 def _check_axes(axes):
@@ -269,11 +275,7 @@ def decoder_log_likelihood(decoder, x):
 
     Introduced in lesson 3.
     """
-    if jnp.ndim(x) != 1:
-        raise ValueError(
-            f"x must be one flat image (pixels,), got shape {jnp.shape(x)}; use jax.vmap for a batch."
-        )
-    return lambda z: log_bernoulli(x, decoder(z))
+    return Partial(_decoder_log_likelihood, _pytree_decoder(decoder), _one_image(x))
 
 
 def decoder_log_joint(decoder, x):
@@ -283,7 +285,29 @@ def decoder_log_joint(decoder, x):
         decoder: a callable (e.g. :class:`vae_lite.networks.Decoder`) mapping ``(d,)`` to logits ``(D,)``.
         x: ``(D,)`` one binary image.
 
-    Introduced in lesson 3; lessons 4 and 6 use it for trained VAEs.
+    Returns a ``jax.tree_util.Partial`` (the decoder's weights and x are its arrays), so the
+    estimators compile it once for all images. Introduced in lesson 3; lessons 4 and 6 use it
+    for trained VAEs.
     """
-    log_likelihood = decoder_log_likelihood(decoder, x)
-    return lambda z: log_likelihood(z) + log_normal_std(z)
+    return Partial(_decoder_log_joint, _pytree_decoder(decoder), _one_image(x))
+
+
+def _one_image(x):
+    if jnp.ndim(x) != 1:
+        raise ValueError(
+            f"x must be one flat image (pixels,), got shape {jnp.shape(x)}; use jax.vmap for a batch."
+        )
+    return jnp.asarray(x)
+
+
+def _pytree_decoder(decoder):
+    """An NNX module is a pytree already (its weights become arguments); any other callable is wrapped."""
+    return decoder if isinstance(decoder, nnx.Module) else _args.function("decoder", decoder, "z (d,) -> logits (D,)")
+
+
+def _decoder_log_likelihood(decoder, x, z):
+    return log_bernoulli(x, decoder(z))
+
+
+def _decoder_log_joint(decoder, x, z):
+    return log_bernoulli(x, decoder(z)) + log_normal_std(z)

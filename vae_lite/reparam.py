@@ -54,14 +54,17 @@ def score_function_grad(key, f, mu, log_var, num_samples, baseline=0.0):
     """
     _args.prng_key("key", key)
     mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
+    f = _args.function("f", f)
     _check_scalar_f(f, mu)
     if jnp.ndim(baseline) != 0:
         raise ValueError(f"baseline must be a scalar (one number subtracted from every f(z)), got shape {jnp.shape(baseline)}.")
     _args.finite("baseline", baseline)
-    return _score_function_grad(key, f, mu, log_var, num_samples, jnp.asarray(baseline, dtype=jnp.result_type(mu)))
+    baseline = jnp.asarray(baseline, dtype=jnp.result_type(mu))
+    return _score_function_grad(key, f, mu, log_var, num_samples, baseline)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "num_samples"))  # compiled: no (S, d) temporaries per op
+# compiled: no (S, d) temporaries per op; f is a Partial (see _args.function), an argument, not a constant
+@functools.partial(jax.jit, static_argnames="num_samples")
 def _score_function_grad(key, f, mu, log_var, num_samples, baseline):
     z = jax.lax.stop_gradient(reparameterize(key, mu, log_var, num_samples))  # a sample, not a function of mu
     score = jax.vmap(jax.grad(log_normal_diag, argnums=(1, 2)), in_axes=(0, None, None))(z, mu, log_var)
@@ -81,11 +84,12 @@ def reparam_grad(key, f, mu, log_var, num_samples):
     """
     _args.prng_key("key", key)
     mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
+    f = _args.function("f", f)
     _check_scalar_f(f, mu)
     return _reparam_grad(key, f, mu, log_var, num_samples)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "num_samples"))
+@functools.partial(jax.jit, static_argnames="num_samples")
 def _reparam_grad(key, f, mu, log_var, num_samples):
     # the same eps as reparameterize(key, mu, log_var, num_samples), so z_s matches score_function_grad
     eps = jax.random.normal(key, (num_samples, *jnp.shape(mu)), dtype=jnp.result_type(mu))
