@@ -324,6 +324,9 @@ def save_model(path, model, metadata=None):
 def load_model(path, model):
     """Load parameters saved by :func:`save_model` into ``model``; returns the metadata.
 
+    ``model`` may be abstract (``nnx.eval_shape(build)``: shapes without values), which skips
+    initialising weights that are about to be replaced.
+
     Raises ``CheckpointMismatchError`` when the file cannot be read, when its metadata is
     not a JSON object, when its parameters' names, shapes or dtypes differ from the
     model's or are not finite, or when they do not match the checksum stored with them.
@@ -336,10 +339,11 @@ def load_model(path, model):
         raise CheckpointMismatchError(f"{path} is not a readable vae-lite checkpoint ({err}).") from err
     if not isinstance(metadata, dict):
         raise CheckpointMismatchError(f"{path} has malformed metadata: a JSON object was expected.")
-    expected = _flat_params(model)
-    signature = lambda d: {k: (tuple(v.shape), str(v.dtype)) for k, v in d.items()}  # noqa: E731
-    if signature(saved) != signature(expected):
-        diff = sorted(set(signature(saved).items()) ^ set(signature(expected).items()))[:4]
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
+    expected = {jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in leaves}
+    found = {k: (tuple(v.shape), str(v.dtype)) for k, v in saved.items()}
+    if found != expected:
+        diff = sorted(set(found.items()) ^ set(expected.items()))[:4]
         raise CheckpointMismatchError(
             f"{path} does not match the model: parameter names/shapes/dtypes differ, e.g. {diff}. "
             "It was saved from a different architecture; retrain or build the matching model."
@@ -491,7 +495,7 @@ def obtain(recipe, *, retrain=False, progress=True):
         path = folder / recipe.entry
         if not path.is_file():
             continue
-        model = recipe.build()
+        model = nnx.eval_shape(recipe.build)  # shapes only: loading fills in every parameter
         try:
             metadata = load_model(path, model)
             _check_metadata(path, metadata, recipe.config)
