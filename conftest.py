@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-TRAINING_ENV = "VAE_LITE_TRAINING"  # vae_lite.training.TRAINING_ENV (not imported: keep JAX out of here)
+TRAINING_ENV = "VAE_LITE_TRAINING"  # vae_lite.checkpoints.TRAINING_ENV (not imported: keep JAX out of here)
 TRAINS_LIVE = ()  # notebook names (without .ipynb) of lessons that train on purpose, in front of the student
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vae_lite import classifier, training
+from vae_lite import checkpoints, classifier
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # every test trains into its own empty cache
 
@@ -58,7 +58,7 @@ def test_cache_round_trip_returns_the_same_parameters(digits, monkeypatch):
 def test_unreadable_cache_entry_is_retrained_with_a_warning(digits):
     first = classifier.train_classifier(data=digits, epochs=2, progress=False)
     classifier.classifier_cache_path(first.config, digits).write_bytes(b"not a checkpoint")
-    with pytest.warns(training.ModelCacheWarning, match="unreadable"):
+    with pytest.warns(checkpoints.ModelCacheWarning, match="unreadable"):
         again = classifier.train_classifier(data=digits, epochs=2, progress=False)
     assert again.source == "trained"
 

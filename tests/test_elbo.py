@@ -244,3 +244,27 @@ def test_samples_in_blocks_are_all_used_once(num_samples):
     # and the Monte Carlo ELBO agrees with the closed form within 4 standard errors
     exact = elbo.linear_gaussian_elbo(model, x, mu, jnp.diag(jnp.exp(log_var)))
     assert abs(log_w.mean() - float(exact)) < 4 * log_w.std() / np.sqrt(num_samples)
+
+
+def test_a_new_data_point_reuses_the_compiled_estimator():
+    """The library's log joints are Partials: ten data points (linear-Gaussian, and a VAE decoder)
+    compile the estimator once each, not once per point; a new lambda still gives the right value."""
+    model, _ = make_problem(7)
+    xs = model.sample(jax.random.key(8), 10)[1]
+    vae = VAE(16, (8,), 2, rngs=nnx.Rngs(0))
+    images = jax.random.bernoulli(jax.random.key(9), 0.3, (10, 16)).astype(jnp.float32)
+    mu, log_var = jnp.zeros(3), jnp.zeros(3)
+    before = elbo._log_weights_compiled._cache_size()
+    for x in xs:
+        elbo.elbo(KEY, model.log_joint(x), mu, log_var, 64)
+    for x in images:
+        elbo.elbo(KEY, posterior.decoder_log_joint(vae.decoder, x), jnp.zeros(2), jnp.zeros(2), 64)
+    assert elbo._log_weights_compiled._cache_size() - before == 2
+    x = xs[0]
+    via_lambda = elbo.elbo(KEY, lambda z: model.log_joint(x)(z), mu, log_var, 64)
+    np.testing.assert_allclose(via_lambda, elbo.elbo(KEY, model.log_joint(x), mu, log_var, 64), rtol=1e-6)
+
+
+def test_a_log_joint_that_is_not_a_function_is_refused():
+    with pytest.raises(ValueError, match=r"log_joint must be a function z \(latent_dim,\) -> scalar, got ndarray"):
+        elbo.elbo(KEY, np.zeros(3), jnp.zeros(3), jnp.zeros(3), 4)

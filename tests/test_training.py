@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vae_lite import data, training
+from vae_lite import checkpoints, data, training
 
 SMALL = training.TrainConfig(dataset="digits", hidden=(32,), latent_dim=2, epochs=3, batch_size=64)
 
@@ -111,25 +111,25 @@ def test_bad_training_data_rejected(digits):
 
 def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
     path = tmp_path / "m.npz"
-    training.save_model(path, training.build_model(SMALL, 64))
+    checkpoints.save_model(path, training.build_model(SMALL, 64))
     other = training.build_model(dataclasses.replace(SMALL, hidden=(16,)), 64)
-    with pytest.raises(training.CheckpointMismatchError, match="different architecture"):
-        training.load_model(path, other)
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="different architecture"):
+        checkpoints.load_model(path, other)
     path.write_bytes(b"garbage")
-    with pytest.raises(training.CheckpointMismatchError, match="not a readable"):
-        training.load_model(path, other)
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="not a readable"):
+        checkpoints.load_model(path, other)
 
 
 _WRITER = """
 import sys
-from vae_lite import training
+from vae_lite import checkpoints, training
 cfg = training.TrainConfig(dataset="digits", hidden=(512, 512), latent_dim=2)
 model = training.build_model(cfg, 784)
-training.save_model(sys.argv[1], model, {"n": 0})
+checkpoints.save_model(sys.argv[1], model, {"n": 0})
 print("saved", flush=True)
 n = 1
 while True:
-    training.save_model(sys.argv[1], model, {"n": n})
+    checkpoints.save_model(sys.argv[1], model, {"n": n})
     n += 1
 """
 
@@ -147,7 +147,7 @@ def test_killed_save_leaves_a_complete_entry(tmp_path):
         proc.wait()
         proc.stdout.close()
         # One save finished before the kill, so a complete, loadable model must be there.
-        metadata = training.load_model(path, training.build_model(cfg, 784))
+        metadata = checkpoints.load_model(path, training.build_model(cfg, 784))
         assert set(metadata) == {"n", "params_sha256"} and metadata["n"] >= 0
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
     # A killed writer may leave its own temporary file, but never under the model's name.
@@ -158,7 +158,7 @@ def test_unreadable_cache_entry_is_retrained(digits):
     first = training.train(SMALL, digits, progress=False)
     path = training.cache_path(first.config, digits)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.warns(training.ModelCacheWarning, match="not a readable vae-lite checkpoint"):
+    with pytest.warns(checkpoints.ModelCacheWarning, match="not a readable vae-lite checkpoint"):
         again = training.train(SMALL, digits, progress=False)
     assert again.source == "trained"
 
@@ -199,7 +199,7 @@ def _rewrite_entry(path, change):
 def test_malformed_cache_entry_is_retrained_with_a_warning(digits, change, reason):
     path = _entry(digits)
     _rewrite_entry(path, change)
-    with pytest.warns(training.ModelCacheWarning, match=reason):
+    with pytest.warns(checkpoints.ModelCacheWarning, match=reason):
         again = training.train(SMALL, digits, progress=False)
     assert again.source == "trained" and np.isfinite(again.history["elbo"]).all()
     assert training.train(SMALL, digits, progress=False).source == "cache"  # rewritten, readable again
@@ -218,7 +218,7 @@ def test_unwritable_cache_still_returns_the_trained_model(digits, monkeypatch, t
         (root).mkdir()
         (root / "models").write_text("not a folder")
     monkeypatch.setenv("VAE_LITE_CACHE", str(root))
-    with pytest.warns(training.ModelCacheWarning, match=f"Could not write the model cache in {root / 'models'}"):
+    with pytest.warns(checkpoints.ModelCacheWarning, match=f"Could not write the model cache in {root / 'models'}"):
         result = training.train(SMALL, digits, progress=False)
     assert result.source == "trained" and len(result.history["elbo"]) == SMALL.epochs
     x = data.binarize_fixed(digits.x_test)
@@ -230,8 +230,8 @@ def test_full_disk_still_returns_the_trained_model(digits, monkeypatch):
     def no_space(path, payload):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training, "atomic_write_bytes", no_space)
-    with pytest.warns(training.ModelCacheWarning, match="No space left on device"):
+    monkeypatch.setattr(checkpoints, "atomic_write_bytes", no_space)
+    with pytest.warns(checkpoints.ModelCacheWarning, match="No space left on device"):
         result = training.train(SMALL, digits, progress=False)
     assert result.source == "trained" and len(result.history["elbo"]) == SMALL.epochs
 

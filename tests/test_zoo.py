@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vae_lite import __version__, classifier, data, training, zoo
+from vae_lite import __version__, checkpoints, classifier, data, training, zoo
 
 SMALL = training.TrainConfig(dataset="digits", hidden=(32,), latent_dim=2, epochs=3, batch_size=64)
 ZOO_LIMIT_BYTES = 40e6
@@ -30,10 +30,10 @@ def shipped(monkeypatch, tmp_path, digits):
     """A temporary shipped-models folder holding SMALL trained on the digits; returns its file."""
     folder = tmp_path / "package-models"
     folder.mkdir()
-    monkeypatch.setattr(training, "shipped_dir", lambda: folder)
+    monkeypatch.setattr(checkpoints, "shipped_dir", lambda: folder)
     recipe = training.train_recipe(SMALL, digits)
     model = recipe.build()
-    training.save_model(folder / recipe.entry, model, training.training_metadata(SMALL, recipe.fit(model, False)))
+    checkpoints.save_model(folder / recipe.entry, model, checkpoints.training_metadata(SMALL, recipe.fit(model, False)))
     return folder / recipe.entry
 
 
@@ -45,10 +45,10 @@ def _no_training(*args, **kwargs):
 
 def test_a_shipped_model_is_loaded_without_training_and_said_so(shipped, digits, monkeypatch, capsys):
     expected = training.build_model(SMALL, 64)
-    training.load_model(shipped, expected)
+    checkpoints.load_model(shipped, expected)
     with monkeypatch.context() as patch:
         patch.setattr(training, "fit", _no_training)
-        patch.setenv(training.TRAINING_ENV, "forbid")
+        patch.setenv(checkpoints.TRAINING_ENV, "forbid")
         result = training.train(SMALL, digits)
     assert result.source == "shipped" and len(result.history["test_elbo"]) == SMALL.epochs
     for p, q in zip(_params(result.model), _params(expected), strict=True):
@@ -95,7 +95,7 @@ def test_a_damaged_shipped_model_is_named_then_trained_as_if_absent(shipped, dig
         with open(shipped, "wb") as fh:
             np.savez(fh, **arrays)
         reason = "another configuration or vae-lite version"
-    with pytest.warns(training.ModelCacheWarning, match=f"the shipped model.*{shipped.name}.*{reason}"):
+    with pytest.warns(checkpoints.ModelCacheWarning, match=f"the shipped model.*{shipped.name}.*{reason}"):
         result = training.train(SMALL, digits, progress=False)
     assert result.source == "trained"
 
@@ -115,22 +115,22 @@ def test_nothing_is_written_among_the_shipped_models(shipped, digits):
 # --- VAE_LITE_TRAINING ---------------------------------------------------------------------------
 
 def test_forbid_raises_instead_of_training_and_names_the_model(digits, monkeypatch):
-    monkeypatch.setenv(training.TRAINING_ENV, "forbid")
-    with pytest.raises(training.TrainingForbiddenError, match=r"VAE_LITE_TRAINING=forbid.*vae-digits-z2-e3-.*Unset"):
+    monkeypatch.setenv(checkpoints.TRAINING_ENV, "forbid")
+    with pytest.raises(checkpoints.TrainingForbiddenError, match=r"VAE_LITE_TRAINING=forbid.*vae-digits-z2-e3-.*Unset"):
         training.train(SMALL, digits, progress=False)
-    with pytest.raises(training.TrainingForbiddenError, match="classifier-digits-e2"):
+    with pytest.raises(checkpoints.TrainingForbiddenError, match="classifier-digits-e2"):
         classifier.train_classifier(data=digits, epochs=2, progress=False)
-    monkeypatch.delenv(training.TRAINING_ENV)
+    monkeypatch.delenv(checkpoints.TRAINING_ENV)
     training.train(SMALL, digits, progress=False)
-    monkeypatch.setenv(training.TRAINING_ENV, "forbid")
+    monkeypatch.setenv(checkpoints.TRAINING_ENV, "forbid")
     assert training.train(SMALL, digits, progress=False).source == "cache"  # loading is allowed
-    with pytest.raises(training.TrainingForbiddenError, match="retrain=True"):
+    with pytest.raises(checkpoints.TrainingForbiddenError, match="retrain=True"):
         training.train(SMALL, digits, progress=False, retrain=True)
 
 
 @pytest.mark.parametrize("value", ["no", "Forbid", "1"])
 def test_an_unknown_training_mode_lists_the_valid_values(digits, monkeypatch, value):
-    monkeypatch.setenv(training.TRAINING_ENV, value)
+    monkeypatch.setenv(checkpoints.TRAINING_ENV, value)
     with pytest.raises(ValueError, match=rf"VAE_LITE_TRAINING='{value}' is not a valid value.*'allow'.*'forbid'"):
         training.train(SMALL, digits, progress=False)
 
@@ -138,12 +138,12 @@ def test_an_unknown_training_mode_lists_the_valid_values(digits, monkeypatch, va
 def test_the_classifier_loads_from_the_shipped_models_too(digits, monkeypatch, tmp_path):
     folder = tmp_path / "package-models"
     folder.mkdir()
-    monkeypatch.setattr(training, "shipped_dir", lambda: folder)
+    monkeypatch.setattr(checkpoints, "shipped_dir", lambda: folder)
     config = classifier.ClassifierConfig(dataset="digits", epochs=3)
     recipe = classifier.classifier_recipe(config, digits)
     model = recipe.build()
-    training.save_model(folder / recipe.entry, model, training.training_metadata(config, recipe.fit(model, False)))
-    monkeypatch.setenv(training.TRAINING_ENV, "forbid")
+    checkpoints.save_model(folder / recipe.entry, model, checkpoints.training_metadata(config, recipe.fit(model, False)))
+    monkeypatch.setenv(checkpoints.TRAINING_ENV, "forbid")
     result = classifier.train_classifier(config, digits, progress=False)
     assert result.source == "shipped" and result.test_accuracy == classifier.accuracy(model, digits.x_test[:],
                                                                                        digits.y_test)
@@ -153,7 +153,7 @@ def test_the_classifier_loads_from_the_shipped_models_too(digits, monkeypatch, t
 
 def test_every_lesson_configuration_ships():
     """A new library version or configuration without ``make models`` fails here, not in a slow lesson."""
-    files = {p.name for p in training.shipped_dir().glob("*.npz")}
+    files = {p.name for p in checkpoints.shipped_dir().glob("*.npz")}
     wanted = {recipe.entry for recipe in zoo.recipes()}
     assert wanted == files, (
         f"missing: {sorted(wanted - files)}, not used: {sorted(files - wanted)}; run `make models` and commit "
@@ -163,14 +163,14 @@ def test_every_lesson_configuration_ships():
 
 def test_shipped_files_match_their_index_and_load_intact():
     index = zoo.read_index()
-    folder = training.shipped_dir()
+    folder = checkpoints.shipped_dir()
     assert set(index) == {p.name for p in folder.glob("*.npz")}
     total = 0
     for recipe in zoo.recipes():
         entry = index[recipe.entry]
         path = folder / recipe.entry
         assert path.stat().st_size == entry["bytes"] and zoo.file_sha256(path) == entry["sha256"], path.name
-        metadata = training.load_model(path, recipe.build())  # checks the parameters' checksum
+        metadata = checkpoints.load_model(path, recipe.build())  # checks the parameters' checksum
         assert metadata["version"] == __version__ and "params_sha256" in metadata
         assert metadata["config"] == json.loads(json.dumps(dataclasses.asdict(recipe.config))) == entry["config"]
         assert set(metadata["versions"]) == {"jax", "jaxlib", "flax", "optax", "numpy"}
@@ -203,7 +203,7 @@ def test_the_cheapest_shipped_model_is_reproduced_by_retraining(what):
     candidates = [r for r in zoo.recipes(mnist) if r.what == what]
     recipe = min(candidates, key=lambda r: r.config.epochs * sum(p.size for p in _params(r.build())))
     shipped = recipe.build()
-    shipped_metadata = training.load_model(training.shipped_dir() / recipe.entry, shipped)
+    shipped_metadata = checkpoints.load_model(checkpoints.shipped_dir() / recipe.entry, shipped)
     retrained = recipe.build()
     history = recipe.fit(retrained, False)
     identical = all(np.array_equal(p, q) for p, q in zip(_params(retrained), _params(shipped), strict=True))
@@ -231,6 +231,6 @@ def test_make_models_writes_the_folder_and_its_index(monkeypatch, tmp_path, digi
     assert zoo.read_index(folder) == index
     for name in names:
         assert index[name]["sha256"] == zoo.file_sha256(folder / name)
-    monkeypatch.setattr(training, "shipped_dir", lambda: folder)
-    monkeypatch.setenv(training.TRAINING_ENV, "forbid")
+    monkeypatch.setattr(checkpoints, "shipped_dir", lambda: folder)
+    monkeypatch.setenv(checkpoints.TRAINING_ENV, "forbid")
     assert training.train(SMALL, digits, progress=False).source == "shipped"

@@ -3,7 +3,7 @@
 Modules load on first use (``vae_lite.elbo``, ``from vae_lite import explorer``), so
 ``import vae_lite`` stays fast.
 
-Core: ``distributions``, ``networks``, ``training``, ``data``, ``plotting``, ``widgets``, ``grading``,
+Core: ``distributions``, ``networks``, ``training``, ``checkpoints``, ``data``, ``plotting``, ``widgets``, ``grading``,
 ``classifier``, ``zoo`` (the shipped trained models).
 Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` (3), ``elbo`` (4),
 ``reparam`` (5), ``inference`` (6), ``explorer`` (7).
@@ -13,7 +13,8 @@ import importlib
 
 __version__ = "0.2.0"
 
-CORE = ("distributions", "networks", "training", "data", "plotting", "widgets", "grading", "classifier", "zoo")
+CORE = ("distributions", "networks", "training", "checkpoints", "data", "plotting", "widgets", "grading", "classifier",
+        "zoo")
 LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "explorer")
 __all__ = [*CORE, *LESSONS, "__version__"]
 

@@ -8,7 +8,7 @@ close to many training images but leaves the classifier unsure.
 
 The classifier is an MLP (pixels -> hidden -> 10 logits) in Flax NNX, trained with Adam
 on the grey-level training images, one compiled ``jax.lax.scan`` per epoch, and cached
-and obtained like the VAEs (:func:`vae_lite.training.obtain`: the user's model cache, the
+and obtained like the VAEs (:func:`vae_lite.checkpoints.obtain`: the user's model cache, the
 model shipped with vae-lite, then training).
 """
 
@@ -25,9 +25,9 @@ import optax
 from flax import nnx
 
 from vae_lite import _args
+from vae_lite.checkpoints import Recipe, cache_file, entry_name, obtain
 from vae_lite.data import Images, load
 from vae_lite.networks import MLP
-from vae_lite.training import Recipe, cache_dir, entry_name, obtain
 
 NUM_CLASSES = 10
 CONFIDENT = 0.9  # a sample counts as "recognised" when its top class has at least this probability
@@ -202,7 +202,7 @@ def accuracy(model, x, y):
 
 
 def classifier_recipe(config, data):
-    """The :class:`~vae_lite.training.Recipe` of a classifier for ``config`` trained on ``data``."""
+    """The :class:`~vae_lite.checkpoints.Recipe` of a classifier for ``config`` trained on ``data``."""
     return Recipe(
         what="classifier",
         entry=entry_name(f"classifier-{config.dataset}-e{config.epochs}", config, data),
@@ -215,11 +215,11 @@ def classifier_recipe(config, data):
 
 def classifier_cache_path(config, data):
     """The model cache's file for ``config`` trained on ``data`` with this library version."""
-    return cache_dir() / "models" / classifier_recipe(config, data).entry
+    return cache_file(classifier_recipe(config, data))
 
 
 def train_classifier(config=None, data=None, *, retrain=False, progress=True, **overrides):
-    """Load a trained digit classifier for ``data``, or train it (the order of :func:`vae_lite.training.obtain`).
+    """Load a trained digit classifier for ``data``, or train it (the order of :func:`vae_lite.checkpoints.obtain`).
 
     Args:
         config: a :class:`ClassifierConfig` (default: 784-256-10, 5 epochs on MNIST).

@@ -5,7 +5,7 @@ configurations (:data:`LESSON_MODELS`), and shipped as package data in
 ``vae_lite/_models/``: one ``.npz`` per model (float32 parameters and JSON metadata:
 configuration, training history, versions, the parameters' checksum; no pickle), named
 exactly like its entry in the user's model cache, and ``zoo.json``, an index with each
-file's size and SHA-256. :func:`vae_lite.training.obtain` looks there after the user's
+file's size and SHA-256. :func:`vae_lite.checkpoints.obtain` looks there after the user's
 cache, so a lesson opens in seconds and shows the numbers its prose quotes.
 
 Rebuild (retrain every model and rewrite the folder)::
@@ -26,9 +26,10 @@ from pathlib import Path
 
 from vae_lite import __version__
 from vae_lite._runtime import atomic_write_bytes
+from vae_lite.checkpoints import save_model, shipped_dir, training_metadata
 from vae_lite.classifier import ClassifierConfig, classifier_recipe
 from vae_lite.data import load
-from vae_lite.training import TrainConfig, save_model, shipped_dir, train_recipe, training_metadata
+from vae_lite.training import TrainConfig, train_recipe
 
 INDEX = "zoo.json"
 
@@ -46,7 +47,7 @@ LESSON_MODELS = (
 
 
 def recipes(data=None):
-    """The :class:`~vae_lite.training.Recipe` of every shipped model, on ``data`` (default: MNIST)."""
+    """The :class:`~vae_lite.checkpoints.Recipe` of every shipped model, on ``data`` (default: MNIST)."""
     data = load("mnist") if data is None else data
     return [
         (classifier_recipe if isinstance(config, ClassifierConfig) else train_recipe)(
