@@ -9,7 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_lite import data, distributions, elbo, inference, posterior, reparam, training
+from vae_lite import (
+    data,
+    distributions,
+    elbo,
+    explorer,
+    factorization,
+    inference,
+    posterior,
+    reparam,
+    sampling,
+    training,
+)
 
 KEY = jax.random.key(0)
 MU, LOG_VAR = jnp.zeros(2), jnp.zeros(2)
@@ -181,3 +192,44 @@ def test_explorer_arguments_are_checked(digits_models):
         explorer.encode_and_perturb(model, x, (8, 8), index=10)
     with pytest.raises(ValueError, match="index_b must be an integer >= 0, got -1"):
         explorer.interpolation(model, x, (8, 8), index_b=-1)
+
+
+def _mixture():
+    weights = jnp.array([0.5, 0.5])
+    probs = jnp.array([[0.1, 0.9], [0.8, 0.2]])
+    return weights, probs
+
+
+def _decoder(z):
+    return jnp.zeros((z.shape[0], 3))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: posterior.naive_log_evidence(KEY, lambda z: jnp.sum(z), 2, 2.5),
+         r"num_samples must be an integer >= 1, got 2.5 \(float\)"),
+        (lambda: posterior.naive_log_evidence(KEY, lambda z: jnp.sum(z), 2.0, 4), r"latent_dim .*write latent_dim=2"),
+        (lambda: factorization.minibatch_log_likelihood(KEY, lambda x: jnp.sum(x, -1), jnp.ones((40, 3)), 2.5),
+         r"batch_size must be an integer >= 1, got 2.5"),
+        (lambda: sampling.sample_mixture(KEY, *_mixture(), 2.7), r"num_samples must be an integer >= 1, got 2.7"),
+        (lambda: sampling.ancestral_sample(KEY, _decoder, 2, True), r"num_samples must be an integer >= 1, got True \(bool\)"),
+        (lambda: sampling.fit_mixture_em(KEY, jnp.ones((10, 3)), 2, num_iters=2.5), r"num_iters must be an integer >= 1"),
+        (lambda: explorer.inverse_cdf_grid(2.5), r"num_points must be an integer >= 1, got 2.5"),
+        (lambda: sampling.sample_mixture(0, *_mixture(), 3), r"key must be a JAX random key, got int 0"),
+        (lambda: data.binarize(0, jnp.full((2, 3), 0.5)), r"key must be a JAX random key, got int 0"),
+        (lambda: posterior.naive_log_evidence(0, lambda z: jnp.sum(z), 2, 4), r"key must be a JAX random key"),
+        (lambda: factorization.minibatch_log_likelihood(7, lambda x: jnp.sum(x, -1), jnp.ones((40, 3)), 4),
+         r"key must be a JAX random key"),
+        (lambda: inference.fit_mean_field(0, inference.linear_gaussian_point_log_joint(MODEL), X[None], latent_dim=2,
+                                          num_steps=10), r"key must be a JAX random key, got int 0"),
+    ],
+    ids=["naive-samples-float", "naive-dim-float", "minibatch-float", "mixture-samples-float", "ancestral-bool",
+         "em-iters-float", "inverse-cdf-float", "mixture-key-int", "binarize-key-int", "naive-key-int",
+         "minibatch-key-int", "mean-field-key-int"],
+)
+def test_counts_and_keys_are_checked_where_they_used_to_slip_through(call, message):
+    """Each of these once ran: a fractional count was truncated (2 samples divided by 2.5: a wrong number) or
+    a key of 0 reached JAX's raw TypeError."""
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -388,6 +388,7 @@ def binarize(key, x):
     Returns:
         float32 array of 0s and 1s, shaped like ``x``. Introduced in lesson 1.
     """
+    _args.prng_key("key", key)
     _check_intensities(x)
     return jax.random.bernoulli(key, x).astype(jnp.float32)
 

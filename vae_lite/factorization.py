@@ -160,15 +160,17 @@ def minibatch_log_likelihood(key, log_likelihood, x, batch_size):
     Returns:
         scalar estimate of sum_i log_likelihood(x)_i. Introduced in lesson 1.
     """
+    _args.prng_key("key", key)
     _check_images("x", x)
     num_points = x.shape[0]
-    if not 1 <= int(batch_size) <= num_points:
+    batch_size = _args.count("batch_size", batch_size)
+    if batch_size > num_points:
         raise ValueError(f"batch_size must be between 1 and N = {num_points}, got {batch_size}.")
     # the M largest of N i.i.d. uniforms sit at a uniformly random M-subset of the indices
     # (as random.choice(replace=False), but O(N) instead of a full random permutation)
-    idx = jax.lax.top_k(jax.random.uniform(key, (num_points,)), int(batch_size))[1]
+    idx = jax.lax.top_k(jax.random.uniform(key, (num_points,)), batch_size)[1]
     values = log_likelihood(x[idx])
-    if jnp.shape(values) != (int(batch_size),):
+    if jnp.shape(values) != (batch_size,):
         raise ValueError(
             f"log_likelihood must return one value per image, shape ({batch_size},), got {jnp.shape(values)}."
         )

@@ -152,6 +152,7 @@ def fit_mean_field(
     Returns:
         a :class:`MeanFieldFit`. Introduced in lesson 6.
     """
+    _args.prng_key("key", key)
     num_steps = _args.count("num_steps", num_steps)
     check_every = _args.count("check_every", check_every)
     num_samples = _args.count("num_samples", num_samples)

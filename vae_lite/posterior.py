@@ -245,13 +245,11 @@ def naive_log_evidence(key, log_likelihood, latent_dim, num_samples):
     Returns:
         scalar estimate of log p(x). Introduced in lesson 3 (exercise ``ex03_naive_mc``).
     """
-    if int(num_samples) < 1 or int(latent_dim) < 1:
-        raise ValueError(
-            f"num_samples and latent_dim must be positive integers, got {num_samples} and {latent_dim}."
-        )
-    z = jax.random.normal(key, (int(num_samples), int(latent_dim)))
+    _args.prng_key("key", key)
+    num_samples, latent_dim = _args.count("num_samples", num_samples), _args.count("latent_dim", latent_dim)
+    z = jax.random.normal(key, (num_samples, latent_dim))
     log_lik = jax.vmap(log_likelihood)(z)
-    if log_lik.shape != (int(num_samples),):
+    if log_lik.shape != (num_samples,):
         raise ValueError(
             f"log_likelihood must map z (d,) to a scalar; it returned shape {log_lik.shape[1:]}."
         )

@@ -52,9 +52,10 @@ def sample_mixture(key, weights, probs, num_samples):
         ``(z (n,) int32 component ids, x (n, pixels) float32 in {0, 1})``.
         Introduced in lesson 2 (exercise ``ex02_mixture_sample``).
     """
+    _args.prng_key("key", key)
     _check_mixture(weights, probs)
     key_z, key_x = jax.random.split(key)
-    z = jax.random.categorical(key_z, jnp.log(weights), shape=(int(num_samples),))
+    z = jax.random.categorical(key_z, jnp.log(weights), shape=(_args.count("num_samples", num_samples),))
     x = jax.random.bernoulli(key_x, probs[z]).astype(jnp.float32)
     return z.astype(jnp.int32), x
 
@@ -165,16 +166,18 @@ def fit_mixture_em(key, x, num_components, num_iters=30, pseudo_count=1.0):
     Returns:
         a :class:`MixtureFit`. Introduced in lesson 2.
     """
+    _args.prng_key("key", key)
     _args.floating("x", x)
     if jnp.ndim(x) != 2:
         raise ValueError(f"x must be (num_images, pixels), got shape {jnp.shape(x)}.")
-    if not 1 <= int(num_components) <= x.shape[0]:
+    num_components, num_iters = _args.count("num_components", num_components), _args.count("num_iters", num_iters)
+    if num_components > x.shape[0]:
         raise ValueError(f"num_components must be between 1 and N = {x.shape[0]}, got {num_components}.")
     if not pseudo_count > 0:
         raise ValueError(
             f"pseudo_count must be > 0 (a probability of exactly 0 or 1 gives log 0), got {pseudo_count}."
         )
-    return _fit_mixture_em(key, jnp.asarray(x), int(num_components), int(num_iters), float(pseudo_count))
+    return _fit_mixture_em(key, jnp.asarray(x), num_components, num_iters, float(pseudo_count))
 
 
 def ancestral_sample(key, decoder, latent_dim, num_samples):
@@ -191,10 +194,12 @@ def ancestral_sample(key, decoder, latent_dim, num_samples):
         ``(z (n, d), x (n, pixels) float32 in {0, 1})``; ``jax.nn.sigmoid(decoder(z))``
         gives the mean images. Introduced in lesson 2.
     """
+    _args.prng_key("key", key)
+    num_samples, latent_dim = _args.count("num_samples", num_samples), _args.count("latent_dim", latent_dim)
     key_z, key_x = jax.random.split(key)
-    z = jax.random.normal(key_z, (int(num_samples), int(latent_dim)))
+    z = jax.random.normal(key_z, (num_samples, latent_dim))
     logits = decoder(z)
-    if jnp.ndim(logits) != 2 or logits.shape[0] != int(num_samples):
+    if jnp.ndim(logits) != 2 or logits.shape[0] != num_samples:
         raise ValueError(f"decoder must map (n, latent_dim) to (n, pixels), it returned {jnp.shape(logits)}.")
     return z, jax.random.bernoulli(key_x, jax.nn.sigmoid(logits)).astype(jnp.float32)
 
