@@ -260,8 +260,9 @@ def obtain(recipe, *, retrain=False, progress=True):
             metadata = load_model(path, model)
             _check_metadata(path, metadata, recipe.config)
         except CheckpointMismatchError as err:
-            what = f"the shipped {recipe.what}" if source == "shipped" else f"an unreadable {recipe.what} cache entry"
-            warnings.warn(f"Ignoring {what}, training instead: {err}", ModelCacheWarning, stacklevel=3)
+            what = (f"the shipped {recipe.what}, training instead" if source == "shipped" else
+                    f"an unreadable {recipe.what} cache entry, trying the shipped models, then training")
+            warnings.warn(f"Ignoring {what}: {err}", ModelCacheWarning, stacklevel=3)
             continue
         if progress:
             print(_loaded_line(recipe, source, metadata))
