@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import types
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,17 @@ def _write_frame(stream, header, arrays=()):
     stream.flush()
 
 
+class FrameTooLarge(ValueError):
+    """A frame whose arrays would unpack to more than :data:`MAX_FRAME` bytes."""
+
+
 def _parse_frame(data):
+    # the arrays' sizes as the archive declares them (zipfile never unpacks more than that): a small
+    # compressed frame must not make the grader unpack gigabytes
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > MAX_FRAME:
+        raise FrameTooLarge(f"the output is too large ({unpacked / 2**20:.0f} MiB unpacked)")
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         header = json.loads(str(npz["header"]))
         arrays = [npz[f"a{i}"] for i in range(len(npz.files) - 1)]
@@ -181,7 +192,10 @@ class Child:
             if size > MAX_FRAME:
                 raise ChildGone(f"the output is too large ({size / 2**20:.0f} MiB)")
             return _parse_frame(self._read(size, deadline))
-        except (OSError, EOFError, ValueError, KeyError, struct.error) as error:
+        except FrameTooLarge as error:
+            self.close()
+            raise ChildGone(str(error)) from None
+        except (OSError, EOFError, ValueError, KeyError, struct.error, zipfile.BadZipFile) as error:
             self.close()
             raise ChildGone(f"the student's process ended or sent garbage ({type(error).__name__})") from None
         except ChildGone:
@@ -313,7 +327,10 @@ def _library_names(check):
 
 def regrade_submission(lesson, student, notebook, time_limit):
     """``[Result]`` for one student's ``notebook`` (path), one fresh process at a time."""
-    nb = nbformat.read(notebook, as_version=4)
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as error:  # noqa: BLE001 - a corrupt submission costs its own points, nobody else's
+        return _unreadable(lesson, student, f"the submitted notebook could not be read ({_describe(error)})")
     cells = {}
     for cell in nb.cells:  # the solution cells, found by the instructor's cell ids
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
@@ -361,6 +378,12 @@ def regrade_submission(lesson, student, notebook, time_limit):
     return results
 
 
+def _unreadable(lesson, student, reason):
+    """0 points on every exercise of one submission that could not be graded, each flagged for the instructor."""
+    reason = f"{reason}: grade this submission by hand, or ask for a notebook that opens in Jupyter"
+    return [Result(student, e.grade_id, 0.0, e.points, reason, flags=[reason]) for e in lesson.exercises]
+
+
 def _run_hidden(exercise, child, deadline):
     """Run the hidden tests here, with each call of the student's function made in ``child``."""
 
@@ -383,7 +406,10 @@ def _autograde_points(course, assignment, student, notebook_name):
     path = Path(course) / "autograded" / student / assignment / notebook_name
     if not path.exists():
         return {}
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - no autograded notebook to compare with: no autograde column
+        return {}
     points = {}
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
@@ -411,7 +437,12 @@ def regrade(course, assignment, jobs=2, time_limit=60.0):
     submissions = sorted((p.parent.parent.name, p) for p in (course / "submitted").glob(f"*/{assignment}/{lesson.notebook}"))
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
         futures = [pool.submit(regrade_submission, lesson, student, path, time_limit) for student, path in submissions]
-        results = [r for f in futures for r in f.result()]
+        results = []
+        for (student, _), future in zip(submissions, futures, strict=True):
+            try:
+                results += future.result()
+            except Exception as error:  # noqa: BLE001 - one submission must not stop the class's grades
+                results += _unreadable(lesson, student, f"the re-grade failed on this submission ({_describe(error)})")
     for student, _ in submissions:
         autograde = _autograde_points(course, assignment, student, lesson.notebook)
         for r in results:
