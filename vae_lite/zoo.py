@@ -42,7 +42,7 @@ LESSON_MODELS = (
     (TrainConfig(), "2, 5, 6, 7"),
     (TrainConfig(model="ae"), "2, 5, 7"),
     *((TrainConfig(beta=beta, epochs=5), "5 (the beta sweep)") for beta in (0.0, 0.1, 1.0, 4.0)),
-    (ClassifierConfig(), "2 (the judge of generated digits)"),
+    (ClassifierConfig(), "2, 5 (the judge of generated digits)"),
 )
 
 
