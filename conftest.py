@@ -12,6 +12,7 @@ import os
 import pytest
 
 TRAINING_ENV = "VAE_LITE_TRAINING"  # vae_lite.checkpoints.TRAINING_ENV (not imported: keep JAX out of here)
+_saved = pytest.StashKey()  # the test process's own value, restored after each lesson cell
 TRAINS_LIVE = ()  # notebook names (without .ipynb) of lessons that train on purpose, in front of the student
 
 
@@ -31,5 +32,3 @@ def pytest_runtest_teardown(item):
         else:
             os.environ[TRAINING_ENV] = previous
 
-
-_saved = pytest.StashKey()

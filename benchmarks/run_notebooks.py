@@ -37,7 +37,7 @@ from _report import print_table, save_json  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 TARGET_PEAK_GIB = 1.0  # a classroom JupyterHub or mybinder.org gives each student 1 GiB
-TARGET_WALL_S = {"warm": 40.0, "cold": 40.0}  # per lesson (issue 19; the training lesson will get 90 s)
+TARGET_WALL_S = {"warm": 40.0, "cold": 40.0}  # per lesson (a training lesson, once there is one, gets 90 s)
 TARGET_TOTAL_S = {"warm": 100.0, "cold": 150.0}  # all lessons in series order
 GIB = 1024**3
 
