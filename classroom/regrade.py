@@ -12,7 +12,11 @@ For each ``submitted/<student>/<assignment>/<notebook>.ipynb`` of the nbgrader c
 3. The exercise's hidden tests, taken from the instructor's version, run HERE, in this
    process, on fresh random inputs: each call of the student's function is sent to the
    student's process, which only returns the outputs (``.npz`` without pickle); the
-   references and the comparison never run where the student's code does.
+   references and the comparison never run where the student's code does. Where the
+   student writes classes (lesson 6's modules, its training step), the hidden tests send a
+   *driver*, a function of theirs (``drive(driver, *arrays)``) that runs in the student's
+   process, builds the student's modules from the arrays it is given and returns their
+   outputs as arrays; the comparison again happens here.
 4. The student's solution code is scanned for the library's own answer (a point is lost)
    and for signs of reaching into the grader (flagged only).
 
@@ -107,6 +111,8 @@ def _decode(spec, arrays):
         return jax.random.wrap_key_data(jnp.asarray(arrays[value]))
     if kind == "module":
         return __import__(value, fromlist=["_"])
+    if kind == "list":
+        return [_decode(v, arrays) for v in value]
     if kind == "function":
         code = marshal.loads(arrays[value["code"]].tobytes())
         cells = tuple(types.CellType(_decode(c, arrays)) for c in value["closure"])
@@ -152,6 +158,10 @@ def child_main(reply_fd):
                 reply = {"ok": True}
             elif op == "check":
                 reply = {"passed": True, "message": str(checks[header["check"]](namespace.get(header["function"])))}
+            elif op == "drive":  # the hidden tests' driver: builds the student's modules, returns their outputs
+                driver = _decode(header["driver"], arrays)
+                args = [_decode(spec, arrays) for spec in header["args"]]
+                reply = {"out": _encode_output(driver(namespace, *args), out_arrays)}
             else:
                 fn = namespace.get(header["function"])
                 if not callable(fn):
@@ -234,6 +244,8 @@ def _encode_arg(value, arrays):
         return {"py": value}
     if isinstance(value, types.ModuleType):
         return {"module": value.__name__}
+    if isinstance(value, (list, tuple)):
+        return {"list": [_encode_arg(v, arrays) for v in value]}
     if isinstance(value, types.FunctionType):
         arrays.append(np.frombuffer(marshal.dumps(value.__code__), dtype=np.uint8))
         code = len(arrays) - 1
@@ -395,8 +407,18 @@ def _run_hidden(exercise, child, deadline):
             raise AssertionError(f"{exercise.function} raised {header['error']}")
         return _decode_output(header["out"], out)
 
+    def drive(driver, *args):
+        # a driver (a function of the hidden tests) runs where the student's code does: it builds the
+        # student's classes and returns their outputs; the comparison with the references stays here
+        arrays = []
+        spec = {"driver": _encode_arg(driver, arrays), "args": [_encode_arg(a, arrays) for a in args]}
+        header, out = child.request({"op": "drive", **spec}, arrays, deadline)
+        if "error" in header:
+            raise AssertionError(f"{exercise.function}: {header['error']}")
+        return _decode_output(header["out"], out)
+
     exec(compile(exercise.hidden, f"<hidden tests of {exercise.grade_id}>", "exec"),  # noqa: S102 - our own code
-         {"__name__": "__hidden__", exercise.function: student_function})
+         {"__name__": "__hidden__", exercise.function: student_function, "drive": drive})
 
 
 def _autograde_points(course, assignment, student, notebook_name):

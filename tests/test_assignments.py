@@ -37,17 +37,21 @@ CATALOGUE = {
         ("ex03_naive_mc", "naive_log_evidence", "check_naive_log_evidence")],
     4: [("ex04_elbo", "elbo_estimate", "check_elbo"), ("ex04_kl", "kl_to_standard_normal", "check_kl_normal_std")],
     5: [("ex05_reparam", "reparameterize", "check_reparameterized_sample"),
-        ("ex05_score_loo", "score_function_loo", "check_score_function_loo"),
-        ("ex05_vae_loss", "negative_elbo_loss", "check_negative_elbo")],
-    6: [("ex06_mf_step", "mean_field_step", "check_mean_field_step"),
-        ("ex06_refine", "refine", "check_refinement")],
-    7: [("ex07_interpolate", "interpolate", "check_interpolation"),
-        ("ex07_inverse_cdf", "inverse_cdf_grid", "check_inverse_cdf_grid")],
+        ("ex05_score_loo", "score_function_loo", "check_score_function_loo")],
+    6: [("ex06_vae_loss", "negative_elbo_loss", "check_negative_elbo"),
+        ("ex06_encoder", "Encoder", "check_encoder"),
+        ("ex06_decoder", "Decoder", "check_decoder"),
+        ("ex06_model_loss", "vae_loss", "check_vae_loss"),
+        ("ex06_train_step", "train_step", "check_train_step")],
+    7: [("ex07_mf_step", "mean_field_step", "check_mean_field_step"),
+        ("ex07_refine", "refine", "check_refinement")],
+    8: [("ex08_interpolate", "interpolate", "check_interpolation"),
+        ("ex08_inverse_cdf", "inverse_cdf_grid", "check_inverse_cdf_grid")],
 }
 
 # lesson -> grade_ids of its manually graded written answers (predict or interpret; graded in formgrader)
-WRITTEN = {2: ["ex02_written_generation"], 5: ["ex05_written_beta"], 6: ["ex06_written_amortization"],
-           7: ["ex07_written_typical_set"]}
+WRITTEN = {2: ["ex02_written_generation"], 6: ["ex06_written_beta"], 7: ["ex07_written_amortization"],
+           8: ["ex08_written_typical_set"]}
 
 
 def read_lessons(folder):

@@ -1,9 +1,9 @@
 """The latent explorer in a real browser: Voila serves it, headless Debian Chromium moves a slider.
 
 Served notebook: a small one written to ``tmp_path`` that builds one explorer widget on a
-small untrained VAE (8x8 images, no data files, no training), rather than lesson 7 itself:
+small untrained VAE (8x8 images, no data files, no training), rather than lesson 8 itself:
 it starts in seconds and tests exactly the browser path (kernel -> widget -> image) that
-lesson 7's widgets share. Lesson 7 itself runs under nbval. Select with ``-m browser``.
+lesson 8's widgets share. Lesson 8 itself runs under nbval. Select with ``-m browser``.
 The browser helpers live in ``_browser.py``, shared with ``benchmarks/bench_explorer.py``.
 """
 

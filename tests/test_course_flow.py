@@ -210,3 +210,88 @@ def test_course_flow_autograde_regrade_and_feedback(tmp_path):
     feedback = (course / "feedback" / "wrong" / "lesson04" / "04_elbo.html").read_text()
     assert "forgot the entropy term" in feedback
     print(f"course flow: {time.monotonic() - start:.0f} s")
+
+
+# ------------------------------------------------------------ lesson 6: the student's own networks, loss and step
+TRAINING_LESSON = ("lesson06", "06_training_a_vae.ipynb")
+STEP = ("@nnx.jit\ndef train_step(model, optimizer, x, key):\n"
+        "    loss, grads = nnx.value_and_grad(vae_loss)(model, x, key)\n"
+        "    optimizer.update(model, grads)\n    return loss")
+TRAINING_CODE = {
+    "ex06_vae_loss": "def negative_elbo_loss(x, logits, mu, log_var):\n"
+                     "    kl = 0.5 * jnp.sum(mu**2 + jnp.exp(log_var) - 1.0 - log_var, axis=-1)\n"
+                     "    return -jnp.mean(distributions.log_bernoulli(x, logits) - kl)",
+    "ex06_encoder": "class Encoder(nnx.Module):\n    def __init__(self, num_pixels, hidden, latent_dim, *, rngs):\n"
+                    "        self.hidden = nnx.Linear(num_pixels, hidden, rngs=rngs)\n"
+                    "        self.mu = nnx.Linear(hidden, latent_dim, rngs=rngs)\n"
+                    "        self.log_var = nnx.Linear(hidden, latent_dim, rngs=rngs)\n\n    def __call__(self, x):\n"
+                    "        h = jax.nn.relu(self.hidden(x))\n        return self.mu(h), self.log_var(h)",
+    "ex06_decoder": "class Decoder(nnx.Module):\n    def __init__(self, latent_dim, hidden, num_pixels, *, rngs):\n"
+                    "        self.hidden = nnx.Linear(latent_dim, hidden, rngs=rngs)\n"
+                    "        self.logits = nnx.Linear(hidden, num_pixels, rngs=rngs)\n\n    def __call__(self, z):\n"
+                    "        return self.logits(jax.nn.relu(self.hidden(z)))",
+    "ex06_model_loss": "def vae_loss(model, x, key):\n    mu, log_var = model.encoder(x)\n"
+                       "    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)\n"
+                       "    return negative_elbo_loss(x, model.decoder(z), mu, log_var)",
+    "ex06_train_step": STEP,
+}
+NO_KL_LOSS = ("def vae_loss(model, x, key):\n    mu, log_var = model.encoder(x)\n"
+              "    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)\n"
+              "    return -jnp.mean(distributions.log_bernoulli(x, model.decoder(z)))")
+NEVER_UPDATES = ("@nnx.jit\ndef train_step(model, optimizer, x, key):\n"
+                 "    loss, grads = nnx.value_and_grad(vae_loss)(model, x, key)\n    return loss")
+
+
+def training_students(points):
+    """``{student: ({grade_id: code}, honest points)}``; a step on a loss without its KL term trains the wrong
+    objective, so it fails with the loss (the step is compared with a correct step)."""
+    everything = sum(points.values())
+    return {
+        "correct": (TRAINING_CODE, everything),
+        "blank": ({}, 0),
+        "wrong_loss": ({**TRAINING_CODE, "ex06_model_loss": NO_KL_LOSS},
+                       everything - points["ex06_model_loss"] - points["ex06_train_step"]),
+        "never_updates": ({**TRAINING_CODE, "ex06_train_step": NEVER_UPDATES}, everything - points["ex06_train_step"]),
+    }
+
+
+@pytest.mark.slow
+def test_training_lesson_grades_students_networks_loss_and_step(tmp_path):
+    """Lesson 6 through nbgrader's autograde and the clean re-grade, whose hidden tests drive the student's
+    classes in the student's process (regrade's ``drive``): each student gets exactly the honest points."""
+    start = time.monotonic()
+    assignment_name, file_name = TRAINING_LESSON
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(trimmed_lesson(ROOT / "notebooks" / file_name), notebooks / file_name)
+    course = tmp_path / "course"
+    (assignment,) = build_assignments.build(notebooks, course)
+    assert assignment.name == assignment_name
+    points = {grade_id.removesuffix("_test"): p for grade_id, p in assignment.exercises}
+    assert set(points) == set(TRAINING_CODE)
+    released = nbformat.read(assignment.release, as_version=4)
+    honest = {}
+    for student, (code, total) in training_students(points).items():
+        nb = nbformat.from_dict(released)
+        for cell in nb.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id in code:
+                cell.source = code[grade_id]
+        target = course / "submitted" / student / assignment_name
+        target.mkdir(parents=True)
+        nbformat.write(nb, target / file_name)
+        (target / "timestamp.txt").write_text("2026-11-27 12:00:00.000000 UTC")
+        honest[student] = total
+    nbgrader(course, "autograde", assignment_name, "--force")
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        autograded = {s: gradebook.find_submission(assignment_name, s).score for s in honest}
+    regraded = {}
+    for r in regrade.regrade(course, assignment_name, jobs=2, time_limit=60):
+        regraded[r.student] = regraded.get(r.student, 0) + r.points
+    report = "\n".join(f"{s}: honest {honest[s]}, autograde {autograded[s]}, regrade {regraded[s]}" for s in honest)
+    print(report)
+    assert autograded == honest, report
+    assert regraded == honest, report
+    print(f"training lesson course flow: {time.monotonic() - start:.0f} s")

@@ -1,4 +1,4 @@
-"""Tests for vae_lite.explorer (lesson 7): every widget driven from Python, against direct decodes and closed forms."""
+"""Tests for vae_lite.explorer (lesson 8): every widget driven from Python, against direct decodes and closed forms."""
 
 import base64
 import io

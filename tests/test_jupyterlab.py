@@ -1,4 +1,4 @@
-"""Lessons 04 and 07 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
+"""Lessons 04 and 08 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
 
 The Voila test (``test_browser.py``) drives one widget in Voila; nbval runs the lessons without a browser.
 Neither sees what a student sees after ``make lessons``: JupyterLab's own front end, whose widget manager
@@ -6,7 +6,7 @@ has to find every widget model the kernel creates (a mismatch between ipywidgets
 shows up only there, as "Error displaying widget: model not found"). So this test
 
 * starts ``jupyter lab`` from the project's venv as ``make lessons`` does (loopback, no token) on a free
-  port, serving a temporary copy of lessons 04 and 07 with their outputs and saved widget state cleared
+  port, serving a temporary copy of lessons 04 and 08 with their outputs and saved widget state cleared
   (JupyterLab autosaves, so the committed notebooks are never touched, and every output comes from this run);
 * opens each lesson in headless Debian Chromium through Playwright and runs it with JupyterLab's own
   menu command, Run > Run All Cells, waiting until no cell is left at ``[*]``;
@@ -66,7 +66,7 @@ class Lesson:
 
 LESSONS = {
     "04_elbo": Lesson("04_elbo.ipynb", "elbo_widget("),
-    "07_latent_explorer": Lesson("07_latent_explorer.ipynb", "explorer.latent_sliders("),
+    "08_latent_explorer": Lesson("08_latent_explorer.ipynb", "explorer.latent_sliders("),
 }
 
 

@@ -6,7 +6,7 @@ Modules load on first use (``vae_lite.elbo``, ``from vae_lite import explorer``)
 Core: ``distributions``, ``networks``, ``training``, ``checkpoints``, ``data``, ``plotting``, ``widgets``, ``grading``,
 ``classifier``, ``zoo`` (the shipped trained models).
 Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` (3), ``elbo`` (4),
-``reparam`` (5), ``inference`` (6), ``explorer`` (7).
+``reparam`` (5), ``inference`` (7), ``explorer`` (8); lesson 6 trains a VAE with the core modules.
 """
 
 import importlib

@@ -134,7 +134,7 @@ def log_variance(name, log_var):
 def gaussian_q(mu, log_var, num_samples=1):
     """``(mu, log_var, num_samples)`` checked: one Gaussian q over a latent vector, S >= 1.
 
-    Shared by the Monte Carlo estimators of lessons 4-6. Lists are converted to arrays.
+    Shared by the Monte Carlo estimators of lessons 4-7. Lists are converted to arrays.
     """
     mu, log_var = float_array("mu", mu), float_array("log_var", log_var)
     same_shape("mu", mu, "log_var", log_var)

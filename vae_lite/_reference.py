@@ -102,3 +102,85 @@ def linear_gaussian_elbo_grad(W, b, sigma, x, mu, log_var, eps):
     z = mu + std * eps
     g = (x - z @ W.T - b) @ W / s2 - z
     return g.mean(0), (g * eps).mean(0) * 0.5 * std + 0.5
+
+
+# ---------------------------------------------------------------- lesson 6: the VAE written by hand
+# Parameters in the layout lesson 6's exercises prescribe (nnx.Linear: kernel (in, out), bias (out,)):
+# encoder hidden (D, H), mu (H, d), log_var (H, d); decoder hidden (d, H), logits (H, D).
+VAE_LAYERS = ("encoder.hidden", "encoder.mu", "encoder.log_var", "decoder.hidden", "decoder.logits")
+
+
+def relu(a):
+    return np.maximum(a, 0.0)
+
+
+def softplus(a):
+    return np.logaddexp(0.0, a)
+
+
+def encoder_forward(p, x):
+    """``(mu, log_var)`` of the one-hidden-layer ReLU encoder; ``p`` maps "layer.kernel"/"layer.bias" to arrays."""
+    h = relu(f64(x) @ f64(p["encoder.hidden.kernel"]) + f64(p["encoder.hidden.bias"]))
+    return h @ f64(p["encoder.mu.kernel"]) + f64(p["encoder.mu.bias"]), \
+        h @ f64(p["encoder.log_var.kernel"]) + f64(p["encoder.log_var.bias"])
+
+
+def decoder_forward(p, z):
+    """Pixel logits of the one-hidden-layer ReLU decoder."""
+    g = relu(f64(z) @ f64(p["decoder.hidden.kernel"]) + f64(p["decoder.hidden.bias"]))
+    return g @ f64(p["decoder.logits.kernel"]) + f64(p["decoder.logits.bias"])
+
+
+def vae_loss_and_grad(p, x, eps):
+    """The minibatch loss mean_b [KL_b - log p(x_b | z_b)], z_b = mu_b + e^{log_var_b/2} eps_b, and its
+    gradient with respect to every parameter, by hand (back-propagation written out in float64).
+
+    ``x (B, D)`` binary, ``eps (B, d)``. Returns ``(loss, {name: gradient})``.
+    """
+    p = {k: f64(v) for k, v in p.items()}
+    x, eps = f64(x), f64(eps)
+    batch = x.shape[0]
+    pre1 = x @ p["encoder.hidden.kernel"] + p["encoder.hidden.bias"]
+    h = relu(pre1)
+    mu = h @ p["encoder.mu.kernel"] + p["encoder.mu.bias"]
+    log_var = h @ p["encoder.log_var.kernel"] + p["encoder.log_var.bias"]
+    std = np.exp(0.5 * log_var)
+    z = mu + std * eps
+    pre2 = z @ p["decoder.hidden.kernel"] + p["decoder.hidden.bias"]
+    g = relu(pre2)
+    logits = g @ p["decoder.logits.kernel"] + p["decoder.logits.bias"]
+    recon = np.sum(x * logits - softplus(logits), axis=1)
+    loss = np.mean(kl_std(mu, log_var) - recon)
+    grads = {}
+    d_logits = (1.0 / (1.0 + np.exp(-logits)) - x) / batch
+    grads["decoder.logits.kernel"], grads["decoder.logits.bias"] = g.T @ d_logits, d_logits.sum(0)
+    d_pre2 = (d_logits @ p["decoder.logits.kernel"].T) * (pre2 > 0)
+    grads["decoder.hidden.kernel"], grads["decoder.hidden.bias"] = z.T @ d_pre2, d_pre2.sum(0)
+    d_z = d_pre2 @ p["decoder.hidden.kernel"].T
+    d_mu = d_z + mu / batch
+    d_log_var = d_z * eps * 0.5 * std + 0.5 * (np.exp(log_var) - 1.0) / batch
+    grads["encoder.mu.kernel"], grads["encoder.mu.bias"] = h.T @ d_mu, d_mu.sum(0)
+    grads["encoder.log_var.kernel"], grads["encoder.log_var.bias"] = h.T @ d_log_var, d_log_var.sum(0)
+    d_pre1 = (d_mu @ p["encoder.mu.kernel"].T + d_log_var @ p["encoder.log_var.kernel"].T) * (pre1 > 0)
+    grads["encoder.hidden.kernel"], grads["encoder.hidden.bias"] = x.T @ d_pre1, d_pre1.sum(0)
+    return loss, grads
+
+
+def adam(params, grads_of, steps, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam (Kingma & Ba, Algorithm 1) from zero moments: ``steps`` updates of ``params`` (a dict),
+    the gradient at step t being ``grads_of(t, params)``. Returns the parameters after each step."""
+    params = {k: f64(v) for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(a) for k, a in params.items()}
+    history = []
+    for t in range(1, steps + 1):
+        grads = grads_of(t, params)
+        new = {}
+        for k in params:
+            m[k] = b1 * m[k] + (1 - b1) * grads[k]
+            v[k] = b2 * v[k] + (1 - b2) * grads[k] ** 2
+            m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
+            new[k] = params[k] - learning_rate * m_hat / (np.sqrt(v_hat) + eps)
+        params = new
+        history.append(params)
+    return history

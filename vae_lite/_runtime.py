@@ -74,7 +74,7 @@ def enable_compilation_cache(folder=None):
 
     Returns:
         the folder in use, or ``None`` when it cannot be written (a read-only shared cache):
-        the cache then stays off, since JAX would warn at every compilation. Lessons 1-7.
+        the cache then stays off, since JAX would warn at every compilation. Lessons 1-8.
     """
     import jax
 
@@ -111,7 +111,7 @@ def release_memory():
     closure) for the life of the process. This empties those caches for the *whole
     process* — your own ``jax.jit`` functions are traced again on their next call — so
     no vae-lite function calls it: a lesson that computes many different things calls it
-    between sections to stay within a classroom server's memory (lessons 2-6). Later
+    between sections to stay within a classroom server's memory (lessons 2-4 and 6-8). Later
     calls recompile what they need, or load it from the persistent compilation cache.
     On Linux it also hands the freed memory back to the system (``malloc_trim``): XLA's
     many threads leave freed blocks in the C allocator's arenas, where they would still

@@ -261,7 +261,8 @@ def vae_elbo(key, model, x, num_samples=1):
 def vae_log_evidence_is(key, model, x, num_samples):
     """Per-image importance-sampled log p(x) ``(batch,)`` with the encoder's q(z|x) as proposal.
 
-    Args as for :func:`vae_elbo`. Introduced in lesson 4; lesson 6 uses it for the gaps.
+    Args as for :func:`vae_elbo`. Lesson 4's estimate (:func:`log_evidence_is`) for a batch of
+    images; lesson 6 uses it for the trained VAE's IWAE bound.
     """
     log_w = _vae_log_weights(key, model, x, num_samples)
     return jax.nn.logsumexp(log_w, axis=-1) - jnp.log(num_samples)

@@ -1,6 +1,6 @@
-"""Live latent-space widgets: sliders that decode instantly (lesson 7).
+"""Live latent-space widgets: sliders that decode instantly (lesson 8).
 
-The maths of lesson 7 (linear and spherical interpolation, the Normal-quantile grid, ranking
+The maths of lesson 8 (linear and spherical interpolation, the Normal-quantile grid, ranking
 latent dimensions by KL) and its four widgets: latent sliders, encode-and-perturb,
 interpolation and the 2-D manifold. The decoder is split from its NNX module once and
 compiled (``jax.jit``) for a fixed input shape, then warmed up before the widget is shown, so
@@ -37,7 +37,7 @@ def interpolate(z0, z1, t):
         t: ``(T,)`` positions in [0, 1] (``t = 0`` gives ``z0``).
 
     Returns:
-        ``(T, d)`` codes. Introduced in lesson 7 (exercise ex07_interpolate).
+        ``(T, d)`` codes. Introduced in lesson 8 (exercise ex08_interpolate).
     """
     t = jnp.asarray(t)[:, None]
     return (1 - t) * jnp.asarray(z0) + t * jnp.asarray(z1)
@@ -53,7 +53,7 @@ def slerp(z0, z1, t):
     Typical codes of a d-dimensional unit Gaussian lie near the sphere of radius sqrt(d);
     the straight line between two of them passes closer to the origin, the great circle
     does not. Shapes as in :func:`interpolate`; falls back to it for (anti)parallel codes.
-    Introduced in lesson 7.
+    Introduced in lesson 8.
     """
     z0, z1, t = jnp.asarray(z0), jnp.asarray(z1), jnp.asarray(t)[:, None]
     n0, n1 = jnp.linalg.norm(z0), jnp.linalg.norm(z1)
@@ -71,7 +71,7 @@ def inverse_cdf_grid(num_points):
     r"""Normal quantiles :math:`\Phi^{-1}((i + 1/2) / n)`, i = 0..n-1, shape ``(num_points,)``.
 
     Equal steps in probability, not in z: each grid cell holds the same prior mass.
-    Introduced in lesson 7 (exercise ex07_inverse_cdf).
+    Introduced in lesson 8 (exercise ex08_inverse_cdf).
     """
     num_points = _args.count("num_points", num_points)
     return jax.scipy.stats.norm.ppf((jnp.arange(num_points) + 0.5) / num_points)
@@ -192,7 +192,7 @@ class LatentSliders(View):
 def latent_sliders(model, x, image_shape, *, num_sliders=8, limit=3.0):
     """Sliders for the ``num_sliders`` latent dimensions with the largest average KL on images ``x``.
 
-    The other dimensions stay at 0 (the prior mean). Introduced in lesson 7.
+    The other dimensions stay at 0 (the prior mean). Introduced in lesson 8.
 
     Args:
         model: a trained :class:`vae_lite.networks.VAE`.
@@ -239,7 +239,7 @@ class EncodePerturb(LatentSliders):
 def encode_and_perturb(model, x, image_shape, *, labels=None, index=0, num_sliders=8, limit=4.0):
     """Encode test image ``x[index]``, start the sliders at its posterior mean, show both images.
 
-    Args as for :func:`latent_sliders`, plus ``labels (n,)`` for a digit dropdown. Lesson 7.
+    Args as for :func:`latent_sliders`, plus ``labels (n,)`` for a digit dropdown. Lesson 8.
     """
     order, kl = dimension_order(model, x[:1000])
     decode = compile_decode(model.decoder)
@@ -278,7 +278,7 @@ class Interpolation(View):
 
 
 def interpolation(model, x, image_shape, *, index_a=0, index_b=1):
-    """Interpolate between the posterior means of ``x[index_a]`` and ``x[index_b]``. Lesson 7."""
+    """Interpolate between the posterior means of ``x[index_a]`` and ``x[index_b]``. Lesson 8."""
     _check_image_shape(image_shape, model.num_pixels)
     index_a, index_b = _check_index("index_a", index_a, len(x)), _check_index("index_b", index_b, len(x))
     means = encode_means(model, x[[index_a, index_b]])
@@ -338,7 +338,7 @@ class Manifold(View):
 
 
 def manifold(model, image_shape, *, num_points=15, limit=3.0):
-    """The decoded 2-D latent manifold of a ``latent_dim=2`` model, with a movable marked point. Lesson 7."""
+    """The decoded 2-D latent manifold of a ``latent_dim=2`` model, with a movable marked point. Lesson 8."""
     if model.latent_dim != 2:
         raise ValueError(f"manifold needs a model with latent_dim=2, got latent_dim={model.latent_dim}.")
     _check_image_shape(image_shape, model.num_pixels)

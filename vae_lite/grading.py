@@ -1,4 +1,4 @@
-"""Check helpers for the graded exercises (the nbgrader test cells of lessons 1-7).
+"""Check helpers for the graded exercises (the nbgrader test cells of lessons 1-8).
 
 Each ``check_*(fn)`` calls a student's function on a few fixed random inputs and compares
 it with an independent reference (closed forms, NumPy in float64, the exact
@@ -805,9 +805,10 @@ def check_score_function_loo(fn):
     return _passed("check_score_function_loo", len(inputs))
 
 
+# ---------------------------------------------------------------- lesson 6
 @_exercise()
 def check_negative_elbo(fn):
-    """Lesson 5, ``ex05_vae_loss``: ``negative_elbo_loss(x (B, D), logits (B, D), mu (B, d), log_var (B, d))``.
+    """Lesson 6, ``ex06_vae_loss``: ``negative_elbo_loss(x (B, D), logits (B, D), mu (B, d), log_var (B, d))``.
 
     Reference: ``mean_b [KL_b - sum_j log Bern(x_bj; sigmoid(logits_bj))]`` in float64; the
     last input has logits of size up to 100 (needs a stable log-sigmoid). Also checks that
@@ -856,10 +857,10 @@ def check_negative_elbo(fn):
     return _passed("check_negative_elbo", len(shapes))
 
 
-# ---------------------------------------------------------------- lesson 6
+# ---------------------------------------------------------------- lesson 7
 @_exercise("inference.mean_field_step")
 def check_mean_field_step(fn):
-    """Lesson 6, ``ex06_mf_step``: ``mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples)``
+    """Lesson 7, ``ex07_mf_step``: ``mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples)``
     ``-> (new_mu, new_log_var)``.
 
     Reference: one gradient ASCENT step, ``(mu, log_var) + learning_rate * grad`` of
@@ -906,7 +907,7 @@ def check_mean_field_step(fn):
 
 @_exercise()
 def check_refinement(fn):
-    """Lesson 6, ``ex06_refine``: ``refine(key, log_joint, mu, log_var, learning_rate, num_steps, num_samples)``
+    """Lesson 7, ``ex07_refine``: ``refine(key, log_joint, mu, log_var, learning_rate, num_steps, num_samples)``
     ``-> (mu, log_var)``.
 
     Reference: from the encoder's ``(mu, log_var)``, ``num_steps`` plain gradient-ASCENT steps
@@ -984,10 +985,10 @@ def check_refinement(fn):
     return _passed("check_refinement", len(inputs))
 
 
-# ---------------------------------------------------------------- lesson 7
+# ---------------------------------------------------------------- lesson 8
 @_exercise("explorer.interpolate")
 def check_interpolation(fn):
-    """Lesson 7, ``ex07_interpolate``: ``interpolate(z0 (d,), z1 (d,), t (T,)) -> (T, d)``.
+    """Lesson 8, ``ex08_interpolate``: ``interpolate(z0 (d,), z1 (d,), t (T,)) -> (T, d)``.
 
     Reference: ``(1 - t) z0 + t z1`` row by row.
     """
@@ -1014,7 +1015,7 @@ def check_interpolation(fn):
 
 @_exercise("explorer.inverse_cdf_grid")
 def check_inverse_cdf_grid(fn):
-    """Lesson 7, ``ex07_inverse_cdf``: ``inverse_cdf_grid(num_points) -> (num_points,)``.
+    """Lesson 8, ``ex08_inverse_cdf``: ``inverse_cdf_grid(num_points) -> (num_points,)``.
 
     Reference: ``statistics.NormalDist().inv_cdf((i + 0.5) / num_points)`` in float64.
     """
@@ -1039,3 +1040,22 @@ def check_inverse_cdf_grid(fn):
                 ("the order is reversed: quantiles must increase with i", ref[::-1]),
             ])
     return _passed("check_inverse_cdf_grid", len(sizes))
+
+
+
+# ---------------------------------------------------------------- lesson 6's modules, loss and step
+_MODULE_CHECKS = ("check_decoder", "check_encoder", "check_train_step", "check_vae_loss")  # in _checks_training
+
+
+def __getattr__(name):
+    """``grading.check_encoder`` and the other checks of lesson 6's modules, from :mod:`vae_lite._checks_training`
+    (imported on first use: it builds on this module)."""
+    if name in _MODULE_CHECKS:
+        from vae_lite import _checks_training
+
+        return getattr(_checks_training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_MODULE_CHECKS])

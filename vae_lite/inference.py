@@ -1,4 +1,4 @@
-r"""Mean-field (per-datapoint) versus amortized inference, and the gaps between them (lesson 6).
+r"""Mean-field (per-datapoint) versus amortized inference, and the gaps between them (lesson 7).
 
 "Mean-field" here means one set of variational parameters per data point,
 :math:`\lambda_i = (\mu_i, \log\sigma^2_i)` of a factorised Gaussian
@@ -36,12 +36,12 @@ def _decoder(decoder, x, z):
 
 
 def linear_gaussian_point_log_joint(model):
-    """``(x_i, z) -> log p(x_i, z)`` of a :class:`vae_lite.posterior.LinearGaussian`. Lesson 6."""
+    """``(x_i, z) -> log p(x_i, z)`` of a :class:`vae_lite.posterior.LinearGaussian`. Lesson 7."""
     return Partial(_linear_gaussian, model)
 
 
 def vae_point_log_joint(decoder):
-    """``(x_i, z) -> log p(x_i | z) + log p(z)`` of a Bernoulli decoder, standard normal prior. Lesson 6."""
+    """``(x_i, z) -> log p(x_i | z) + log p(z)`` of a Bernoulli decoder, standard normal prior. Lesson 7."""
     return Partial(_decoder, decoder)
 
 
@@ -150,7 +150,7 @@ def fit_mean_field(
         check_every: steps per compiled chunk (the plateau is checked between chunks).
 
     Returns:
-        a :class:`MeanFieldFit`. Introduced in lesson 6.
+        a :class:`MeanFieldFit`. Introduced in lesson 7.
     """
     _args.prng_key("key", key)
     num_steps = _args.count("num_steps", num_steps)
@@ -197,7 +197,7 @@ def mean_field_step(key, log_joint, mu, log_var, learning_rate, num_samples):
     .. math:: \lambda \leftarrow \lambda + \eta\, \nabla_\lambda \hat{\mathcal L}(\lambda)
 
     Args: ``log_joint(z) -> log p(x, z)``; ``mu, log_var (latent_dim,)``. Returns ``(new_mu, new_log_var)``.
-    Introduced in lesson 6.
+    Introduced in lesson 7.
     """
     grad = jax.grad(lambda m, lv: elbo_lib.elbo(key, log_joint, m, lv, num_samples), argnums=(0, 1))
     grad_mu, grad_log_var = grad(mu, log_var)
@@ -228,7 +228,7 @@ def elbo_per_point(key, point_log_joint, x, mu, log_var, num_samples=100, batch_
     """Monte Carlo ELBO :func:`vae_lite.elbo.elbo` of each point's q, ``(N,)``.
 
     Args: ``point_log_joint(x_i, z)``; ``x (N, ...)``; ``mu, log_var (N, latent_dim)``; ``batch_size``
-    points per vectorised batch (default: memory-bounded). Introduced in lesson 6.
+    points per vectorised batch (default: memory-bounded). Introduced in lesson 7.
     """
     return _estimate(elbo_lib.elbo, key, point_log_joint, x, mu, log_var, num_samples, batch_size)
 
@@ -236,7 +236,7 @@ def elbo_per_point(key, point_log_joint, x, mu, log_var, num_samples=100, batch_
 def log_evidence_per_point(key, point_log_joint, x, mu, log_var, num_samples=1000, batch_size=None):
     """Importance-sampled log p(x_i) (:func:`vae_lite.elbo.log_evidence_is`, proposal q_i), ``(N,)``.
 
-    Args as for :func:`elbo_per_point`. Introduced in lesson 6.
+    Args as for :func:`elbo_per_point`. Introduced in lesson 7.
     """
     return _estimate(elbo_lib.log_evidence_is, key, point_log_joint, x, mu, log_var, num_samples, batch_size)
 
@@ -248,7 +248,7 @@ def inference_gaps(log_px, elbo_optimal, elbo_encoder):
         + \underbrace{\mathcal L[q^*] - \mathcal L[q_\phi]}_{\text{amortization}}
 
     Args: arrays ``(N,)`` of log p(x_i), the ELBO at the per-point optimum q*, and under the encoder q_φ.
-    Returns ``(approximation_gap (N,), amortization_gap (N,))``. Introduced in lesson 6.
+    Returns ``(approximation_gap (N,), amortization_gap (N,))``. Introduced in lesson 7.
     """
     for name, a in (("elbo_optimal", elbo_optimal), ("elbo_encoder", elbo_encoder)):
         if jnp.shape(a) != jnp.shape(log_px):
@@ -260,7 +260,7 @@ def summarize_gaps(log_px, elbo_optimal, elbo_encoder):
     """Means over points and their standard errors (std / sqrt N) of the bounds and the gaps.
 
     Returns ``{name: (mean, standard_error)}`` for ``log_px``, ``elbo_optimal``, ``elbo_encoder``,
-    ``approximation_gap``, ``amortization_gap`` and ``inference_gap`` (their sum). Lesson 6.
+    ``approximation_gap``, ``amortization_gap`` and ``inference_gap`` (their sum). Lesson 7.
     """
     approximation, amortization = inference_gaps(log_px, elbo_optimal, elbo_encoder)
     columns = {
@@ -277,7 +277,7 @@ def semi_amortized(key, point_log_joint, x, encoder, num_steps, **fit_kwargs):
 
     ``num_steps = 0`` returns the encoder's λ itself (amortized inference). Other keyword
     arguments go to :func:`fit_mean_field`. Returns ``(mu, log_var)``, each ``(N, latent_dim)``.
-    Introduced in lesson 6.
+    Introduced in lesson 7.
     """
     num_steps = _args.count("num_steps", num_steps, minimum=0)
     mu, log_var = encoder(x)
@@ -289,7 +289,7 @@ def semi_amortized(key, point_log_joint, x, encoder, num_steps, **fit_kwargs):
 
 def seconds_per_point(fn, num_points, repeats=3):
     """Best wall time of ``fn()`` over ``repeats`` runs (after one warm-up run, so compilation is
-    excluded), divided by ``num_points``. Timings depend on the machine and its load. Lesson 6.
+    excluded), divided by ``num_points``. Timings depend on the machine and its load. Lesson 7.
     """
     jax.block_until_ready(fn())
     best = np.inf
@@ -309,7 +309,7 @@ def gaussian_mean_field_optimum(mean, cov):
         \mathrm{KL}(q^* \| p) = \tfrac12 \big(\textstyle\sum_j \log \Lambda_{jj} - \log\det\Lambda\big)
 
     For a Gaussian posterior the optimal ELBO is then log p(x) − KL exactly.
-    Returns ``(mu (d,), log_var (d,), kl scalar)``. Introduced in lesson 6.
+    Returns ``(mu (d,), log_var (d,), kl scalar)``. Introduced in lesson 7.
     """
     precision_diag = jnp.diag(jnp.linalg.inv(cov))
     kl = 0.5 * (jnp.sum(jnp.log(precision_diag)) + jnp.linalg.slogdet(cov)[1])

@@ -1,4 +1,4 @@
-"""Flax NNX encoder, decoder, VAE and plain autoencoder (core; lessons 2, 5-7).
+"""Flax NNX encoder, decoder, VAE and plain autoencoder (core; lessons 2, 6-8).
 
 The modules only hold parameters and map arrays to arrays; the losses that use them
 are pure functions in :mod:`vae_lite.training`. Images enter as flat rows
@@ -35,7 +35,7 @@ class Encoder(nnx.Module):
     """Gaussian encoder q(z|x) = N(mu(x), diag exp(log_var(x))).
 
     ``encoder(x)`` maps ``(..., pixels)`` to ``(mu, log_var)``, each ``(..., latent_dim)``.
-    Introduced in lesson 5.
+    Introduced in lesson 6.
     """
 
     def __init__(self, num_pixels, hidden, latent_dim, *, rngs: nnx.Rngs):
@@ -71,7 +71,7 @@ class VAE(nnx.Module):
         hidden: hidden widths of the encoder; the decoder mirrors them.
         latent_dim: dimension of z.
 
-    Introduced in lesson 5; ``hidden=(400,), latent_dim=20`` is the standard model.
+    Introduced in lesson 6; ``hidden=(400,), latent_dim=20`` is the standard model.
     """
 
     kind = "vae"  # the name training.TrainConfig(model=...) uses
@@ -85,7 +85,7 @@ class VAE(nnx.Module):
         """The code of images ``x (..., pixels)``: the mean of q(z|x), ``(..., latent_dim)``.
 
         The same method on :class:`Autoencoder` gives its deterministic code, so plots and
-        the explorer treat both models alike. Introduced in lesson 5.
+        the explorer treat both models alike. Introduced in lesson 6.
         """
         return self.encoder(x)[0]
 

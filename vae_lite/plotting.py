@@ -51,7 +51,7 @@ def plot_history(history, *, axes=None, title=None):
         axes: three matplotlib axes (new ones otherwise).
 
     Returns:
-        the axes. Introduced in lesson 5.
+        the axes. Introduced in lesson 6.
     """
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(12, 3))

@@ -284,7 +284,7 @@ def decoder_log_joint(decoder, x):
         x: ``(D,)`` one binary image.
 
     Returns a ``jax.tree_util.Partial`` (the decoder's weights and x are its arrays), so the
-    estimators compile it once for all images. Introduced in lesson 3; lessons 4 and 6 use it
+    estimators compile it once for all images. Introduced in lesson 3; lessons 4 and 7 use it
     for trained VAEs.
     """
     return Partial(_decoder_log_joint, _pytree_decoder(decoder), _one_image(x))

@@ -9,7 +9,7 @@ the current picture for readers of a saved notebook (on GitHub or nbviewer, with
 kernel): the picture with the controls' values and readouts written under it
 (:meth:`View.caption`), the same text as the PNG's description and as the plain-text output.
 
-Lesson 7's latent-space widgets (:mod:`vae_lite.explorer`) are built on the same :class:`View`.
+Lesson 8's latent-space widgets (:mod:`vae_lite.explorer`) are built on the same :class:`View`.
 """
 
 import base64
