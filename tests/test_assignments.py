@@ -254,7 +254,7 @@ def test_exercises_follow_the_catalogue():
             if solution is None or test is None:
                 problems.append(f"{name}: no cells {grade_id!r} and {grade_id + '_test'!r}")
                 continue
-            if not re.search(rf"^def {function}\(", solution.source, re.M):
+            if not re.search(rf"^(def {function}\(|class {function}\()", solution.source, re.M):
                 problems.append(f"{name}: solution cell {grade_id!r} does not define {function}()")
             if f"grading.{check}({function})" not in test.source:
                 problems.append(f"{name}: test cell {grade_id}_test does not call grading.{check}({function})")
