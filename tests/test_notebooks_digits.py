@@ -57,4 +57,5 @@ def test_lesson_runs_on_the_digits(lesson, quick_mode_cache):
     with mock.patch.dict(os.environ, env):
         client.execute()  # raises CellExecutionError, showing the failing cell and its traceback
     print(f"{lesson}: {time.perf_counter() - start:.1f} s on the digits")
-    assert NOTICE in stream_text(nb), f"{lesson} never printed the digits NOTICE: did the switch take effect?"
+    if any("data.load(" in cell.source for cell in nb.cells):  # lesson 5's estimators load no images
+        assert NOTICE in stream_text(nb), f"{lesson} never printed the digits NOTICE: did the switch take effect?"
