@@ -117,6 +117,8 @@ def find_leaks(solution_nb, student_nb):
     for i, cell in enumerate(student_nb.cells):
         if cell.cell_type == "code" and cell.get("outputs"):
             problems.append(f"cell {i} still has outputs")
+        if cell.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
+            problems.append(f"cell {i} is folded away (source_hidden): the student would not see it")
         for text in _cell_texts(cell):
             problems += [f"cell {i} contains the marker {m!r}" for m in MARKERS if m in text]
             if cell.cell_type == "code":
@@ -148,7 +150,10 @@ def setup_course(course_dir, notebooks):
         source = course_dir / "source" / name
         shutil.rmtree(source, ignore_errors=True)
         source.mkdir(parents=True)
-        shutil.copyfile(path, source / path.name)
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:  # the lessons fold their solutions and tests away for self-learners; students and
+            cell.get("metadata", {}).get("jupyter", {}).pop("source_hidden", None)  # instructors see every cell
+        nbformat.write(nb, source / path.name)
 
 
 def generate(course_dir, names):

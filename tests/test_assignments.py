@@ -335,3 +335,27 @@ def test_student_versions_fail_every_graded_test(lesson_course):
             if "NotImplementedError" in error or "not implemented yet" in error:
                 problems.append(f"{assignment.name} cell {index} uses a blank exercise: {error[:200]!r}")
     assert problems == [], "\n".join(problems)
+
+
+def test_solutions_and_their_tests_open_folded_in_the_lessons():
+    """A self-learner meets the task before the answer: every solution cell, graded test cell and model answer of
+    the lessons opens folded (JupyterLab's ``source_hidden``); the student versions unfold them (``find_leaks``)."""
+    unfolded = [f"{name} {nbgrader_meta(cell)['grade_id']}" for name, nb in read_lessons(NOTEBOOKS).items()
+                for cell in nb.cells if nbgrader_meta(cell).get("solution") or nbgrader_meta(cell).get("grade")
+                if not cell.metadata.get("jupyter", {}).get("source_hidden")]
+    assert unfolded == [], unfolded
+
+
+def test_student_versions_unfold_what_the_lessons_fold(tmp_path):
+    lesson = fixture_lesson()
+    for cell in lesson.cells:
+        cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(lesson, tmp_path / "notebooks" / "01_fixture.ipynb")
+    (assignment,) = build_assignments.build(tmp_path / "notebooks", tmp_path / "course")
+    for version in (assignment.release, tmp_path / "course" / "source" / "lesson01" / "01_fixture.ipynb"):
+        assert not any(c.metadata.get("jupyter", {}).get("source_hidden")
+                       for c in nbformat.read(version, as_version=4).cells), version
+    student = nbformat.read(assignment.release, as_version=4)
+    student.cells[-1].metadata.setdefault("jupyter", {})["source_hidden"] = True
+    assert any("folded away" in p for p in build_assignments.find_leaks(lesson, student))
