@@ -2,6 +2,7 @@
 ones with the hint that names the mistake; broken functions (blank, None, NaN, wrong shape,
 tuple, exception, endless loop) fail with a message, never an unrelated traceback."""
 
+import ast
 import functools
 import inspect
 import os
@@ -272,7 +273,7 @@ def test_mixture_sampling_mistakes(wrong, hint):
     (lambda x, w, probs: jnp.sum(w * _component_log_liks(x, probs)), "log is inside"),
     (lambda x, w, probs: jax.nn.logsumexp(_component_log_liks(x, probs)), "forgot the mixture weights"),
     (lambda x, w, probs: jnp.max(jnp.log(w) + _component_log_liks(x, probs)), "best component"),
-    (lambda x, w, probs: jnp.log(w) + _component_log_liks(x, probs), "logsumexp over k"),
+    (lambda x, w, probs: jnp.log(w) + _component_log_liks(x, probs), "one value per component"),
 ])
 def test_mixture_log_likelihood_mistakes(wrong, hint):
     fails_with(grading.check_mixture_log_likelihood, wrong, hint)
@@ -288,12 +289,12 @@ def _grid(log_evidence_of):
 
 @pytest.mark.parametrize(("wrong", "hint"), [
     (_grid(lambda v, vol: jax.nn.logsumexp(v)), "forgot the cell volume"),
-    (_grid(lambda v, vol: jax.nn.logsumexp(v) + vol), "add log(cell_volume)"),
+    (_grid(lambda v, vol: jax.nn.logsumexp(v) + vol), "added cell_volume itself to a log"),
     (_grid(lambda v, vol: jax.nn.logsumexp(v) - jnp.log(v.shape[0])), "averaged over the grid points"),
     (_grid(lambda v, vol: jnp.log(jnp.sum(jnp.exp(v)) * vol)), "logsumexp"),
     (lambda v, vol: normalize_on_grid(v, vol)[::-1], "in this order"),
     (lambda v, vol: (v - jax.nn.logsumexp(v), normalize_on_grid(v, vol)[1]), "log-probabilities of the grid cells"),
-    (lambda v, vol: (v + normalize_on_grid(v, vol)[1], normalize_on_grid(v, vol)[1]), "subtract it"),
+    (lambda v, vol: (v + normalize_on_grid(v, vol)[1], normalize_on_grid(v, vol)[1]), "it does not multiply"),
 ])
 def test_grid_normalization_mistakes(wrong, hint):
     fails_with(grading.check_grid_normalization, wrong, hint)
@@ -309,7 +310,7 @@ def _naive(combine, draw=lambda key, s, d: jax.random.normal(key, (s, d))):
 
 @pytest.mark.parametrize(("wrong", "hint"), [
     (_naive(lambda ll, z: jnp.mean(ll)), "averaged the log-likelihoods"),
-    (_naive(lambda ll, z: jax.nn.logsumexp(ll)), "divide by S"),
+    (_naive(lambda ll, z: jax.nn.logsumexp(ll)), "the 1/S of the mean is missing"),
     (_naive(lambda ll, z: jnp.log(jnp.mean(jnp.exp(ll)))), "logsumexp"),
     (_naive(lambda ll, z: jax.nn.logsumexp(ll + log_normal_std(z)) - jnp.log(z.shape[0])), "added log p(z)"),
     (_naive(lambda ll, z: jax.nn.logsumexp(ll) - jnp.log(z.shape[0]),
@@ -344,9 +345,9 @@ def test_elbo_mistakes(wrong, hint):
 
 @pytest.mark.parametrize(("wrong", "hint"), [
     (lambda mu, lv: -kl_to_standard_normal(mu, lv), "never negative"),
-    (lambda mu, lv: 0.5 * jnp.sum(mu**2 + jnp.exp(0.5 * lv) - 1 - 0.5 * lv), "sigma = exp(0.5 * log_var)"),
+    (lambda mu, lv: 0.5 * jnp.sum(mu**2 + jnp.exp(0.5 * lv) - 1 - 0.5 * lv), "where the formula needs the variance"),
     (lambda mu, lv: jnp.sum(mu**2 + jnp.exp(lv) - 1 - lv), "factor 1/2"),
-    (lambda mu, lv: 0.5 * jnp.sum(mu**2 + jnp.exp(lv) - lv), "the -1"),
+    (lambda mu, lv: 0.5 * jnp.sum(mu**2 + jnp.exp(lv) - lv), "check your constant term"),
     (lambda mu, lv: 0.5 * jnp.sum((1 + mu**2) / jnp.exp(lv) - 1 + lv), "reverse direction"),
     (lambda mu, lv: 0.5 * (mu**2 + jnp.exp(lv) - 1 - lv), "sum them"),
     (lambda mu, lv: 0.5 * jnp.sum(mu**2 + lv - 1 - jnp.log(lv)), "log of a negative number"),
@@ -357,9 +358,10 @@ def test_kl_mistakes(wrong, hint):
 
 @pytest.mark.parametrize(("wrong", "hint"), [
     (lambda key, mu, lv: mu + jnp.exp(lv) * jax.random.normal(key, mu.shape), "the variance, as the standard deviation"),
-    (lambda key, mu, lv: jnp.exp(0.5 * lv) * jax.random.normal(key, mu.shape), "forgot to add mu"),
-    (lambda key, mu, lv: mu + jnp.exp(0.5 * lv) * jax.random.normal(jax.random.split(key)[0], mu.shape), "eps differs"),
-    (lambda key, mu, lv: mu + jnp.sqrt(lv) * jax.random.normal(key, mu.shape), "sigma = exp(0.5 * log_var)"),
+    (lambda key, mu, lv: jnp.exp(0.5 * lv) * jax.random.normal(key, mu.shape), "centred at 0, not at mu"),
+    (lambda key, mu, lv: mu + jnp.exp(0.5 * lv) * jax.random.normal(jax.random.split(key)[0], mu.shape),
+     "different noise"),
+    (lambda key, mu, lv: mu + jnp.sqrt(lv) * jax.random.normal(key, mu.shape), "the LOG of the variance"),
     (lambda key, mu, lv: jnp.asarray(np.asarray(reparameterize(key, mu, lv))), "jax.grad of your function raised"),
     (lambda key, mu, lv: mu + jnp.exp(0.5 * jax.lax.stop_gradient(lv)) * jax.random.normal(key, mu.shape),
      "no gradient reaches log_var"),
@@ -384,12 +386,12 @@ def _loo(baseline=lambda values, f, mu: (jnp.sum(values) - values) / (values.sha
 @pytest.mark.parametrize(("wrong", "hint"), [
     (_loo(baseline=lambda values, f, mu: 0.0), "plain REINFORCE"),
     (_loo(baseline=lambda values, f, mu: jnp.mean(values)), "mean of ALL samples"),
-    (_loo(baseline=lambda values, f, mu: (jnp.sum(values) - values) / values.shape[0]), "S - 1 (not S)"),
+    (_loo(baseline=lambda values, f, mu: (jnp.sum(values) - values) / values.shape[0]), "only S - 1 of them"),
     (_loo(baseline=lambda values, f, mu: f(mu)), "constant baseline such as f(mu)"),
-    (_loo(score_mu=lambda z, mu, lv: (z - mu) * jnp.exp(-0.5 * lv)), "not (z - mu) / sigma"),
+    (_loo(score_mu=lambda z, mu, lv: (z - mu) * jnp.exp(-0.5 * lv)), "off by a factor of sigma"),
     (_loo(score_mu=lambda z, mu, lv: (mu - z) * jnp.exp(-lv)), "sign of the score"),
-    (_loo(score_log_var=lambda z, mu, lv: (z - mu) ** 2 * jnp.exp(-lv) - 1.0), "needs the factor 0.5"),
-    (_loo(score_log_var=lambda z, mu, lv: 0.5 * (z - mu) ** 2 * jnp.exp(-lv)), "needs the -1"),
+    (_loo(score_log_var=lambda z, mu, lv: (z - mu) ** 2 * jnp.exp(-lv) - 1.0), "twice the right one"),
+    (_loo(score_log_var=lambda z, mu, lv: 0.5 * (z - mu) ** 2 * jnp.exp(-lv)), "misses its constant term"),
     (_loo(score_log_var=lambda z, mu, lv: ((z - mu) ** 2 * jnp.exp(-lv) - 1.0) * jnp.exp(-0.5 * lv)), "score of sigma"),
     (lambda *args: jax.tree.map(lambda g: jnp.mean(g, axis=0), score_function_loo(*args)), "averaged over the samples"),
     (lambda *args: score_function_loo(*args)[::-1], "swapped"),
@@ -499,7 +501,7 @@ def test_refinement_mistakes(wrong, hint):
 @pytest.mark.parametrize(("wrong", "hint"), [
     (lambda z0, z1, t: interpolate(z1, z0, t), "endpoints are swapped"),
     (lambda z0, z1, t: interpolate(z0, z1, t).T, "transposed"),
-    (lambda z0, z1, t: z0 + t[:, None] * z1, "(1 - t)"),
+    (lambda z0, z1, t: z0 + t[:, None] * z1, "z0 keeps its full weight"),
 ])
 def test_interpolation_mistakes(wrong, hint):
     fails_with(grading.check_interpolation, wrong, hint)
@@ -664,3 +666,217 @@ def test_checks_pass_correct_solutions_under_x64():
 def test_derivation_exercises_hint_the_method_not_the_answer(check, wrong, formula):
     message = fails_with(check, wrong, "hint:")
     assert formula not in message, message
+
+
+# ------------------------------------------------------------ no hint writes the answer
+class _HintCollector:
+    """Every hint string of every ``check_*`` of vae_lite/grading.py and vae_lite/_checks_training.py, by AST:
+    the strings (f-strings with their ``{...}`` parts as written) given as ``hint=`` or ``nonfinite_hint=``,
+    the values of a ``shape_hints`` dict, and the first element of every tuple of a ``variants=`` list,
+    following local names, tuple unpacking, comprehensions, starred lists and helper functions (nested or
+    module-level, e.g. ``_grad_variants``), and the module-level helpers of the two files a check calls."""
+
+    FILES = ("grading.py", "_checks_training.py")
+
+    def __init__(self):
+        root = os.path.dirname(os.path.abspath(grading.__file__))
+        self.modules, self.parent, self.module_of, self.functions = [], {}, {}, {}
+        for name in self.FILES:
+            with open(os.path.join(root, name), encoding="utf-8") as source:
+                tree = ast.parse(source.read())
+            self.modules.append(tree)
+            for node in ast.walk(tree):
+                self.module_of[node] = tree
+                for child in ast.iter_child_nodes(node):
+                    self.parent[child] = node
+            self.functions.update({n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)})
+        self.active = set()
+        self._item = self._resolving("item", self._item)
+        self._items = self._resolving("items", self._items)
+        self._strings = self._resolving("strings", self._strings)
+
+    def _outermost(self, node):
+        """The module-level function around ``node``."""
+        while self.parent.get(node) is not None and self.parent[node] is not self.module_of[node]:
+            node = self.parent[node]
+        return node
+
+    def _bound(self, name, where):
+        """The expressions ``name`` can stand for at ``where`` (its function, else module level)."""
+        found = []
+        for scope in (self._outermost(where), self.module_of[where]):
+            for node in ast.walk(scope) if isinstance(scope, ast.FunctionDef) else scope.body:
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if isinstance(target, ast.Name) and target.id == name:
+                            found.append(node.value)
+                        elif isinstance(target, ast.Tuple):
+                            found += [e for j, t in enumerate(target.elts) if isinstance(t, ast.Name) and t.id == name
+                                      for e in self._item(node.value, j)]
+                elif isinstance(node, (ast.For, ast.comprehension)):
+                    target = node.target
+                    if isinstance(target, ast.Name) and target.id == name:
+                        found += self._items(node.iter)
+                    elif isinstance(target, ast.Tuple):
+                        found += [e for j, t in enumerate(target.elts) if isinstance(t, ast.Name) and t.id == name
+                                  for x in self._items(node.iter) for e in self._item(x, j)]
+                elif isinstance(node, ast.FunctionDef) and node.name == name and node is not scope:
+                    found.append(node)
+            if found:
+                return found
+        return [self.functions[name]] if name in self.functions else []
+
+    def _returns(self, call):
+        functions = self._bound(call.func.id, call) if isinstance(call.func, ast.Name) else []
+        return [r.value for f in functions if isinstance(f, ast.FunctionDef)
+                for r in ast.walk(f) if isinstance(r, ast.Return) and r.value is not None]
+
+    def _resolving(self, op, resolve):
+        """``resolve`` wrapped so that a name bound to itself (``hint = hint + ...``) ends, not recurses."""
+
+        def run(node, *args):
+            key = (op, id(node), args)
+            if key in self.active:
+                return []
+            self.active.add(key)
+            try:
+                return resolve(node, *args)
+            finally:
+                self.active.discard(key)
+
+        return run
+
+    def _item(self, node, j):
+        """The expressions that can be element ``j`` of the tuple ``node``."""
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return [node.elts[j]] if j < len(node.elts) and not isinstance(node.elts[j], ast.Starred) else []
+        if isinstance(node, ast.Name):
+            return [e for b in self._bound(node.id, node) for e in self._item(b, j)]
+        if isinstance(node, ast.Call):
+            return [e for r in self._returns(node) for e in self._item(r, j)]
+        return []
+
+    def _items(self, node):
+        """The expressions that can be elements of the list or tuple ``node``."""
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return [x for e in node.elts for x in (self._items(e.value) if isinstance(e, ast.Starred) else [e])]
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
+            return [node.elt]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return self._items(node.left) + self._items(node.right)
+        if isinstance(node, ast.Name):
+            return [e for b in self._bound(node.id, node) for e in self._items(b)]
+        if isinstance(node, ast.Call):
+            return [e for r in self._returns(node) for e in self._items(r)]
+        return []
+
+    def _strings(self, node):
+        """The strings ``node`` can evaluate to."""
+        if isinstance(node, ast.Constant):
+            return [node.value] if isinstance(node.value, str) else []
+        if isinstance(node, ast.JoinedStr):
+            return ["".join(v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
+                            for v in node.values)]
+        if isinstance(node, (ast.IfExp, ast.BoolOp)):
+            return [s for v in ((node.body, node.orelse) if isinstance(node, ast.IfExp) else node.values)
+                    for s in self._strings(v)]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return [a + b for a in self._strings(node.left) for b in self._strings(node.right)]
+        if isinstance(node, ast.Name):
+            return [s for b in self._bound(node.id, node) for s in self._strings(b)]
+        if isinstance(node, ast.Call):
+            return [s for r in self._returns(node) for s in self._strings(r)]
+        return []
+
+    def _of(self, function, done):
+        done.add(function.name)
+        hints = []
+        for node in ast.walk(function):
+            for keyword in node.keywords if isinstance(node, ast.Call) else ():
+                if keyword.arg in ("hint", "nonfinite_hint"):
+                    hints += self._strings(keyword.value)
+                elif keyword.arg == "shape_hints" and isinstance(keyword.value, ast.Dict):
+                    hints += [s for v in keyword.value.values for s in self._strings(v)]
+                elif keyword.arg == "variants":
+                    hints += [s for v in self._items(keyword.value) for e in self._item(v, 0) for s in self._strings(e)]
+        called = {n.func.id for n in ast.walk(function) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        for name in sorted(called - done):
+            if name in self.functions:
+                hints += self._of(self.functions[name], done)
+        return hints
+
+    def by_check(self):
+        """``{check name: sorted hint strings, whitespace normalised}``."""
+        return {node.name: sorted({" ".join(s.split()) for s in self._of(node, set())})
+                for tree in self.modules for node in tree.body
+                if isinstance(node, ast.FunctionDef) and node.name.startswith("check_")}
+
+
+# What each exercise asks the student to find: no hint may write it (compared ignoring all whitespace).
+ANSWER_FRAGMENTS = {
+    "check_image_log_likelihood": ["x_j log p_j + (1 - x_j) log(1 - p_j)", "(1 - x_j) log(1 - p_j)",
+                                   "log(1 - p) for black", "x * jnp.log(p)", "(1 - x) * jnp.log"],
+    "check_shared_theta_log_marginal": ["a + k", "b + N - k", "b + (N - k)", "B(a + k", "betaln(a + k",
+                                        "- log B(a, b)", "subtract log B(a, b)"],
+    "check_mixture_sampling": ["categorical(key, jnp.log(weights)", "pass jnp.log(weights)",
+                               "bernoulli(key, probs[z])", "probs[z]", "probs[z_s]", "probs[z, j]",
+                               "shape=(num_samples,)"],
+    "check_mixture_log_likelihood": ["logsumexp(jnp.log(weights)", "jnp.log(weights) +", "log w_k + log p(x | z = k)",
+                                     "add log w_k", "log w_k inside the logsumexp", "logsumexp over k"],
+    "check_grid_normalization": ["logsumexp(values) + log(cell_volume)", "logsumexp(log_joint_values)",
+                                 "add log(cell_volume)", "+ log(cell_volume)", "includes log(cell_volume)",
+                                 "carry the cell volume along as a log", "add its log",
+                                 "log p(x, z_g) - log p(x)", "subtract log p(x)"],
+    "check_naive_log_evidence": ["- log S", "- jnp.log(num_samples)", "logsumexp(log_likelihoods)",
+                                 "subtract log(num_samples)", "logsumexp - log S"],
+    "check_elbo": ["log_joint(z_s) - log q(z_s)", "subtract log q(z_s)", "E_q[log p(x, z)] - E_q[log q(z)]",
+                   "sigma = exp(0.5 * log_var)", "exp(0.5 * log_var)", "mean over S samples"],
+    "check_kl_normal_std": ["mu_j**2 + sigma_j**2", "mu**2 + exp(log_var)", "E_q[z_j**2]",
+                            "E_q[(z_j - mu_j)**2] = sigma_j**2", "- 1 - log_var", "- log_var", "the -1"],
+    "check_reparameterized_sample": ["mu + sigma * eps", "exp(0.5 * log_var)", "mu + exp(", "sigma = exp("],
+    "check_score_function_loo": ["(z - mu) / sigma**2", "(z_s - mu) / sigma**2", "0.5 * ((z - mu)**2",
+                                 "(z - mu)**2 / sigma**2 - 1", "/ (S - 1)", "sum_t f(z_t) - f(z_s)",
+                                 "exp(0.5 * log_var) * eps", "eps**2 - 1"],
+    "check_negative_elbo": ["mean over the batch of [KL", "- sum_j log Bern", "-reconstruction log-likelihood + KL",
+                            "exp(0.5 * log_var)", "kl_normal_std(mu, log_var) - log_bernoulli",
+                            "KL(q(z|x_b) || N(0, I)) -"],
+    "check_mean_field_step": ["old + learning_rate * gradient", "params + learning_rate * gradient",
+                              "+ learning_rate * grad", "argnums=(2, 3)", "mu + learning_rate"],
+    "check_refinement": ["params + learning_rate * gradient", "+ learning_rate * grad", "argnums=(2, 3)",
+                         "for step_key in", "mean_field_step(step_key"],
+    "check_interpolation": ["(1 - t) * z0 + t * z1", "(1 - t_k) * z0 + t_k * z1", "(1 - t) * z0", "t[:, None]",
+                            "weight (1 - t)"],
+    "check_inverse_cdf_grid": ["(i + 0.5) / n", "i + 0.5", "0.5 / n", "from i / n to (i + 1) / n", "ppf"],
+    "check_encoder": ["jax.nn.relu(self.hidden(x))", "self.mu(h)", "self.hidden = nnx.Linear", "linear heads",
+                      "heads are linear"],
+    "check_decoder": ["self.logits(jax.nn.relu(self.hidden(z)))", "jax.nn.relu(self.hidden(z))",
+                      "self.hidden = nnx.Linear"],
+    "check_vae_loss": ["mu + jnp.exp(0.5 * log_var)", "exp(0.5 * log_var)", "mu + sigma * eps",
+                       "negative_elbo_loss(x, model.decoder(z)", "model.decoder(z)"],
+    "check_train_step": ["nnx.value_and_grad(vae_loss)", "value_and_grad(vae_loss)(model, x, key)", "loss, grads =",
+                         "vae_loss)(model"],
+}
+
+
+def test_no_hint_writes_the_answer():
+    """A failed check names the mistake and points to the idea; it never writes the formula or the code that
+    solves the exercise (the student would copy it instead of deriving it)."""
+    hints = _HintCollector().by_check()
+    checks = sorted(name for name in dir(grading) if name.startswith("check_"))
+    assert sorted(hints) == checks == sorted(ANSWER_FRAGMENTS), "a check without hints or without fragments"
+    # the collector reads every kind of hint: a generic hint, shape hints, helper-built and starred variants
+    for check, hint in [("check_kl_normal_std", "sum them"), ("check_naive_log_evidence", "(no key splitting)"),
+                        ("check_score_function_loo", "REINFORCE"), ("check_score_function_loo", "key as given"),
+                        ("check_vae_loss", "no gradient reaches the encoder"), ("check_vae_loss", "the noise differs"),
+                        ("check_refinement", "(not a chain of splits)"), ("check_encoder", "nnx.Linear"),
+                        ("check_mixture_sampling", "component z = {k}")]:
+        assert any(hint in h for h in hints[check]), f"{check}: no hint with {hint!r} found"
+    for check, found in hints.items():
+        assert len(found) >= 10, f"{check}: only {len(found)} hints found"
+
+    def squeeze(text):
+        return "".join(text.split())
+
+    leaks = [f"{check}: {fragment!r} in {hint!r}" for check, fragments in ANSWER_FRAGMENTS.items()
+             for hint in hints[check] for fragment in fragments if squeeze(fragment) in squeeze(hint)]
+    assert not leaks, "hints that write the answer:\n" + "\n".join(leaks)

@@ -118,8 +118,11 @@ def expect_close(case, got, expected, *, hint, variants=(), rtol=1e-4, atol=1e-4
     Args:
         variants: ``(description, value)`` pairs of typical wrong answers (or
             ``(description, value, atol)`` with their own tolerance); a ``value`` may be a
-            function, evaluated only on failure. The closest one within tolerance gives the hint.
-        hint: the hint when no variant matches (restate the formula).
+            function, evaluated only on failure. The closest one within tolerance gives the hint;
+            a description names the mistake it detected and points to the idea, never the answer.
+        hint: the hint when no variant matches: it points to the idea and where to look (the
+            lesson's section, the property to check) without writing the formula or the code
+            that solves the exercise (``tests/test_grading.py::test_no_hint_writes_the_answer``).
     """
     expected = np.asarray(expected, dtype=np.float64)
     if np.allclose(got, expected, rtol=rtol, atol=atol):

@@ -155,7 +155,8 @@ def _compare_layout(case, module, expected, label, layers):
         got = {name: tuple(a.shape) for name, a in _flat(nnx.to_pure_dict(nnx.state(module, nnx.Param))).items()}
     except Exception as error:  # noqa: BLE001 - whatever the student's module holds
         case.fail(f"the parameters of your {label} could not be read ({type(error).__name__}: {error})",
-                  hint="hold the layers as attributes of the module, e.g. self.hidden = nnx.Linear(...)")
+                  hint="create each layer in __init__ and keep it as an attribute of the module, under the name "
+                  "the exercise gives it")
     if got == expected:
         return
     missing = sorted({n.split(".")[0] for n in expected} - {n.split(".")[0] for n in got})
@@ -208,19 +209,22 @@ def check_encoder(cls):
         got = np.concatenate([mu, log_var], axis=-1)
         expect_close(case, got, np.concatenate([mu_ref, lv_ref], axis=-1), rtol=1e-4, atol=1e-4,
                      name="(mu, log_var) side by side",
-                     hint="one hidden layer with a ReLU, then two linear heads on the same hidden units",
+                     hint="the layers of section 2's table, a ReLU after the hidden layer and two heads on the same "
+                     "hidden units: which of the outputs must be free to take any real value?",
                      variants=[
                          ("no ReLU after the hidden layer", np.concatenate(heads(pre), -1)),
                          ("a nonlinearity other than ReLU after the hidden layer (the library's encoder uses "
                           "jax.nn.relu)", np.concatenate(heads(np.tanh(pre)), -1)),
                          ("a nonlinearity other than ReLU after the hidden layer (the library's encoder uses "
                           "jax.nn.relu)", np.concatenate(heads(1 / (1 + np.exp(-pre))), -1)),
-                         ("a ReLU on the outputs: mu and log_var can be negative, the heads are linear",
+                         ("a ReLU on the outputs: mu and log_var must be free to take negative values too",
                           np.concatenate([R.relu(mu_ref), R.relu(lv_ref)], -1)),
                          ("the outputs are swapped: return (mu, log_var)", np.concatenate([lv_ref, mu_ref], -1)),
-                         ("the second output is the variance, not its log: return the head's output itself",
+                         ("the second output is the variance, not its log: the log_var head already gives "
+                          "log sigma**2, so leave its output as it is",
                           np.concatenate([mu_ref, np.exp(lv_ref)], -1)),
-                         ("the second output is the standard deviation, not log sigma^2: return the head's output",
+                         ("the second output is the standard deviation, not log sigma**2: the log_var head already "
+                          "gives log sigma**2, so leave its output as it is",
                           np.concatenate([mu_ref, np.exp(0.5 * lv_ref)], -1)),
                      ])
     return _passed("check_encoder", len(sizes))
@@ -254,7 +258,8 @@ def check_decoder(cls):
                                     "them), not the hidden units"})
         pre = z @ weights["decoder.hidden.kernel"] + weights["decoder.hidden.bias"]
         expect_close(case, got, ref, rtol=1e-4, atol=1e-4, name="the logits",
-                     hint="one hidden layer with a ReLU, then a linear output layer: logits, no squashing",
+                     hint="the two layers of section 2's table, a ReLU after the hidden one, and the logits out as "
+                     "they are: any real number per pixel, no squashing",
                      variants=[
                          ("these are probabilities: the decoder returns logits (the loss applies the sigmoid "
                           "inside its stable log-likelihood)", 1 / (1 + np.exp(-ref))),
@@ -342,10 +347,10 @@ def check_vae_loss(fn):
                 ("you returned the ELBO; the loss is its negative", -ref),
                 ("you forgot the KL term", np.mean(-rec)),
                 ("wrong sign of the KL", np.mean(-kl - rec)),
-                ("z has the right mean but the wrong spread: log_var is the log of the VARIANCE",
-                 np.mean(kl - loss_with(mu + np.exp(log_var) * eps))),
-                ("z has the right mean but the wrong spread: log_var is the log of the VARIANCE",
-                 np.mean(kl - loss_with(mu + log_var * eps))),
+                ("z has the right mean but the wrong spread: log_var is the log of the VARIANCE; which of sigma, "
+                 "sigma**2 and log sigma**2 scales the noise?", np.mean(kl - loss_with(mu + np.exp(log_var) * eps))),
+                ("z has the right mean but the wrong spread: log_var is the log of the VARIANCE; which of sigma, "
+                 "sigma**2 and log sigma**2 scales the noise?", np.mean(kl - loss_with(mu + log_var * eps))),
                 ("z is the mean of q(z|x): draw one sample per image", np.mean(kl - loss_with(mu))),
                 *[("the noise differs: draw it with jax.random.normal(key, mu.shape), the key as given",
                    lambda k=k, w=weights, x=x, b=batch, d=latent_dim: R.vae_loss_and_grad(w, x, _noise(k, b, d))[0])
@@ -471,8 +476,9 @@ def check_train_step(fn):
                 return _vector(_reference_steps(w, b, k, lr, fresh_state=True)[0][t])
 
             expect_close(case, after, ref, rtol=1e-3, atol=1e-5, name=f"the parameters after step {t + 1}",
-                         hint="one Adam step on the gradient of your loss: nnx.value_and_grad of the loss with "
-                         "respect to the model, then optimizer.update(model, grads)",
+                         hint="one Adam step on the gradient of your vae_loss for this minibatch and key: "
+                         "nnx.value_and_grad gives the loss and its gradient with respect to the model, and "
+                         "optimizer.update applies the gradient to the model in place",
                          variants=[("the parameters moved the wrong way: the optimizer minimises the loss you give "
                                     "it, so give it the loss (the negative ELBO), not the ELBO", 2 * before - ref),
                                    ("Adam's moments restart every step: create the optimizer once, outside the "

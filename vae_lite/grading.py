@@ -261,11 +261,12 @@ def check_image_log_likelihood(fn):
             case, call(case, fn, _f32(x), _f32(p)), (),
             shape_hints={(size,): "you returned one number per pixel: sum over the pixels "
                          "(independent pixels, so their log-probabilities add)"},
-            nonfinite_hint="log(0)? p is strictly inside (0, 1) here: take log(p) for white pixels "
-            "and log(1 - p) for black ones, never log(x)",
+            nonfinite_hint="log(0)? p is strictly inside (0, 1) here, so the 0 comes from elsewhere: take logs "
+            "of probabilities only, never log(x) (a black pixel has x_j = 0)",
         )
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
-            hint="log p(x) = sum_j x_j log p_j + (1 - x_j) log(1 - p_j)",
+            hint="take the log of the model's product over the pixels (lesson 1, section 3): the log of a product "
+            "is a sum, and each pixel contributes the log of the probability of the value it HAS",
             variants=[
                 ("the sign is flipped: a log-likelihood of binary pixels is <= 0 "
                  "(you returned the negative log-likelihood, a loss)", -ref),
@@ -273,7 +274,8 @@ def check_image_log_likelihood(fn):
                 ("you returned the likelihood itself; return its log", np.exp(ref)),
                 ("p and 1 - p are swapped: a white pixel (x_j = 1) has probability p_j",
                  _bernoulli_log_pmf(1 - x, p).sum()),
-                ("only the x_j log p_j term: add (1 - x_j) log(1 - p_j) for the black pixels",
+                ("only the white pixels count in your sum: the black pixels (x_j = 0) have a probability too, "
+                 "and its log belongs in the sum",
                  (x * np.log(p)).sum()),
                 ("you treated p as logits; p is already a probability in (0, 1)",
                  (x * p - np.logaddexp(0, p)).sum()),
@@ -303,14 +305,15 @@ def check_shared_theta_log_marginal(fn):
             "what is left as an unnormalised Beta density (its integral is a Beta function; betaln is its log)",
             variants=[
                 ("this is sum_i log p(x_i), the answer when every image has its own theta (i.i.d.). "
-                 "With ONE theta shared by all images they are not independent: "
-                 "log B(a + k, b + N - k) - log B(a, b)", k * np.log(mean) + (n - k) * np.log1p(-mean)),
-                ("you forgot to divide by the prior's normaliser: subtract log B(a, b)",
+                 "With ONE theta shared by all images they are not independent: integrate theta out once, "
+                 "for all N images together", k * np.log(mean) + (n - k) * np.log1p(-mean)),
+                ("you dropped the prior's normaliser: the Beta(a, b) density is not just "
+                 "theta^(a - 1) (1 - theta)^(b - 1), and the constant in front of it stays in front of the integral",
                  _lbeta(a + k, b + n - k)),
-                ("ones and zeros are swapped: a is updated by the number of ones k, b by the zeros N - k",
-                 _lbeta(a + n - k, b + k) - _lbeta(a, b)),
-                ("the second argument counts the zeros: b + (N - k), not b + N",
-                 _lbeta(a + k, b + n) - _lbeta(a, b)),
+                ("ones and zeros are swapped: collect the powers again: which count goes with theta (a pixel that "
+                 "is on) and which with 1 - theta?", _lbeta(a + n - k, b + k) - _lbeta(a, b)),
+                ("the second Beta argument is too large by k: the power of 1 - theta counts only the images where "
+                 "the pixel is off, not all N", _lbeta(a + k, b + n) - _lbeta(a, b)),
                 ("you plugged in the estimate theta = k / N instead of integrating theta out",
                  k * np.log(k / n) + (n - k) * np.log1p(-k / n)),
                 ("you returned the probability; return its log", np.exp(ref)),
@@ -339,14 +342,15 @@ def check_mixture_sampling(fn):
         case = Case("check_mixture_sampling", i, 3, {**inputs, "num_samples": n})
         z, x = unpack(case, call(case, fn, jax.random.key(key), _f32(weights), _f32(probs), n), ("z", "x"))
         z = as_array(case, z, (n,), name="z", integer=True,
-                     shape_hints={(n, 1): "z should be flat: pass shape=(num_samples,)"})
+                     shape_hints={(n, 1): "z should be flat, one id per sample, not a column: ask "
+                                  "jax.random.categorical for num_samples draws, not num_samples x 1"})
         x = as_array(case, x, (n, size), name="x")
         if z.min() < 0 or z.max() >= num_k:
             case.fail(f"component ids must be in 0..{num_k - 1}", got=z)
         if not np.all((x == 0) | (x == 1)):
             case.fail("x must hold 0/1 pixel samples", got=x,
-                      hint="draw Bernoulli samples, e.g. jax.random.bernoulli(key, probs[z]), "
-                      "instead of returning the probabilities")
+                      hint="these are probabilities: return sampled 0/1 pixels instead, drawn with "
+                      "jax.random.bernoulli, each on with the probability its image's own component gives it")
         return case, z, x
 
     sample(0, 0, 7)
@@ -356,23 +360,24 @@ def check_mixture_sampling(fn):
     soft = np.exp(weights) / np.exp(weights).sum()
     expect_close(case, freq, weights, rtol=0, atol=6 * np.sqrt(weights * (1 - weights) / n),
         name="the component frequencies",
-        hint="draw z_s with probabilities weights: jax.random.categorical(key, jnp.log(weights), "
-        "shape=(num_samples,))",
+        hint="component k must be drawn with probability weights[k]: read what jax.random.categorical expects "
+        "as its second argument (the exercise says it)",
         variants=[
             ("components are chosen uniformly: the weights are ignored", np.full(num_k, 1 / num_k)),
-            ("jax.random.categorical takes LOG-probabilities (logits): pass jnp.log(weights)", soft),
+            ("your frequencies follow softmax(weights), not weights: jax.random.categorical reads its second "
+             "argument as LOG-probabilities (logits)", soft),
         ])
     for k in range(num_k):
         count = max((z == k).sum(), 1)
         means = x[z == k].mean(axis=0) if (z == k).any() else np.zeros(size)
         expect_close(case, means, probs[k], rtol=0, atol=6 * np.sqrt(probs[k] * (1 - probs[k]) / count) + 1e-3,
             name=f"the pixel means of the images with z = {k}",
-            hint=f"an image of component z = {k} must have pixel j on with probability probs[{k}, j]: "
-            "draw x_s from probs[z_s]",
+            hint=f"the images of component z = {k} do not have its pixel frequencies: draw each image's pixels "
+            "from the probabilities of ITS own component",
             variants=[
-                ("x does not follow its component: draw each image from probs[z_s] of ITS z_s",
-                 weights @ probs),
-                ("0 and 1 are flipped: x_j = 1 with probability probs[z, j]", 1 - probs[k]),
+                ("x does not follow its component: draw each image's pixels from the probabilities of ITS "
+                 "component, not from the mixture's average image", weights @ probs),
+                ("0 and 1 are flipped: probs holds each pixel's probability of being ON (1)", 1 - probs[k]),
             ])
     _, z_other, _ = sample(2, 2, n)
     if np.array_equal(z, z_other):
@@ -399,21 +404,27 @@ def check_mixture_log_likelihood(fn):
         per_k = _bernoulli_log_pmf(x, probs).sum(axis=1)  # (K,)
         ref = _logsumexp(np.log(weights) + per_k)
         got = as_array(case, call(case, fn, _f32(x), _f32(weights), _f32(probs)), (),
-            shape_hints={(num_k,): "one value per component: combine them with logsumexp over k",
-                         (size,): "one value per pixel: sum log-probabilities over pixels, then logsumexp over k"},
+            shape_hints={(num_k,): "one value per component: p(x) combines the K components into one number "
+                         "(the log of a weighted sum, made from the logs of its terms)",
+                         (size,): "one value per pixel: within a component the pixels are independent, so first "
+                         "reduce them to one log-likelihood per component, then combine the components"},
             nonfinite_hint="with many pixels the product of probabilities underflows to 0 and log(0) = -inf: "
-            "stay in log space, jax.nn.logsumexp(jnp.log(weights) + per-component log-likelihoods)")
+            "stay in log space: never form a component's likelihood itself, only its log, and combine the K logs "
+            "without exponentiating them one by one")
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
-            hint="log p(x) is the log of a sum over k of w_k p(x | z = k); compute every term's LOG, "
-            "log w_k + log p(x | z = k), and combine the K logs without exponentiating them on their own",
+            hint="log p(x) is the log of a sum over k of w_k p(x | z = k): write the log of each term (a weight "
+            "times a likelihood) from quantities that do not underflow, and combine the K logs without "
+            "exponentiating them one by one",
             variants=[
-                ("the log is inside the sum over components: log sum_k w_k p_k(x) "
-                 "is not sum_k w_k log p_k(x)", weights @ per_k),
-                ("you forgot the mixture weights: add log w_k inside the logsumexp", _logsumexp(per_k)),
-                ("you added w_k; add log w_k", _logsumexp(weights + per_k)),
+                ("the log is inside the sum over components: you took a weighted sum of the log-likelihoods, but "
+                 "the mixture sums the (weighted) likelihoods and takes the log at the end", weights @ per_k),
+                ("you forgot the mixture weights: every component's term carries its weight w_k, in log space too",
+                 _logsumexp(per_k)),
+                ("you added the weight w_k itself to a log-likelihood: what does multiplying by w_k become in "
+                 "log space?", _logsumexp(weights + per_k)),
                 ("you used equal weights 1/K; use the given weights", _logsumexp(per_k) - np.log(num_k)),
-                ("you kept only the best component (max); sum over all components with logsumexp",
-                 np.max(np.log(weights) + per_k)),
+                ("you kept only the best component (max): the mixture sums over ALL components, and a max is "
+                 "only the largest term of that sum", np.max(np.log(weights) + per_k)),
                 ("you returned the likelihood; return its log", np.exp(ref)),
                 ("the sign is flipped: this log-likelihood is <= 0", -ref),
             ])
@@ -443,30 +454,35 @@ def check_grid_normalization(fn):
         total = _logsumexp(values)
         ref_ev = total + np.log(volume)
         log_post, log_ev = unpack(case, call(case, fn, _f32(values), volume), ("log_posterior", "log_evidence"))
-        nonfinite = "exp of values around -1000 underflows to 0: use jax.nn.logsumexp, not log(sum(exp(...)))"
+        nonfinite = ("exp of values around -1000 underflows to 0, so log(sum(exp(...))) is log 0: compute the log "
+                     "of the sum from the logs themselves with jax.nn.logsumexp, never exponentiating them one by one")
         log_ev = as_array(case, log_ev, (), name="log_evidence", nonfinite_hint=nonfinite, shape_hints={
             (size,): "return (log_posterior, log_evidence) in this order"})
         log_post = as_array(case, log_post, (size,), name="log_posterior", nonfinite_hint=nonfinite)
         expect_close(case, log_ev, ref_ev, rtol=1e-5, atol=2e-3, name="log_evidence",
-            hint="p(x) = integral p(x, z) dz ~ sum_g p(x, z_g) * cell_volume; take the log of that sum "
-            "without ever forming p(x, z_g) itself, and carry the cell volume along as a log",
+            hint="p(x) = integral p(x, z) dz ~ sum_g p(x, z_g) * cell_volume (section 1): take the log of that "
+            "sum without ever forming p(x, z_g) itself, and work out what the factor cell_volume becomes in log space",
             variants=[
-                ("you forgot the cell volume: p(x) ~ sum_g p(x, z_g) * cell_volume, so add log(cell_volume)", total),
-                ("you added cell_volume; add log(cell_volume)", total + volume),
-                ("you divided by the cell volume; multiply by it (add its log)", total - np.log(volume)),
+                ("you forgot the cell volume: the quadrature multiplies the sum by it, and a factor does not "
+                 "vanish in log space", total),
+                ("you added cell_volume itself to a log: what does multiplying by it become in log space?",
+                 total + volume),
+                ("you divided by the cell volume where the quadrature multiplies by it", total - np.log(volume)),
                 ("you averaged over the grid points: the integral is a sum times the cell volume, "
                  "not a mean", total - np.log(size)),
                 ("the sign is flipped", -ref_ev),
             ])
         ref_post = values - ref_ev
         expect_close(case, log_post, ref_post, rtol=1e-5, atol=2e-3, name="log_posterior",
-            hint="Bayes: log p(z_g | x) = log p(x, z_g) - log p(x)",
+            hint="Bayes' rule divides the joint by the evidence: do the same in log space, with the log p(x) "
+            "you just computed",
             variants=[
-                ("these are log-probabilities of the grid cells (they sum to 1); a log-density "
-                 "integrates to 1: subtract log p(x), which includes log(cell_volume)", values - total),
-                ("you added log p(x); Bayes divides by p(x): subtract it", values + ref_ev),
+                ("these are log-probabilities of the grid cells (they sum to 1), not a log-density (it "
+                 "integrates to 1): the log p(x) you normalised with misses the cell volume", values - total),
+                ("you added log p(x): Bayes divides the joint by p(x), it does not multiply", values + ref_ev),
                 ("you returned densities; return log-densities", np.exp(ref_post)),
-                ("not normalised: subtract log p(x)", values),
+                ("not normalised: these are the joint values themselves; Bayes divides them by the evidence",
+                 values),
             ])
     return _passed("check_grid_normalization", len(inputs))
 
@@ -502,20 +518,23 @@ def check_naive_log_evidence(fn):
         samples = [_f64(jax.random.normal(key, (num_samples, d), dtype)) for dtype in (jnp.float32, None)]
         references = [estimate(z) for z in samples]
         got = as_array(case, call(case, fn, key, log_likelihood, d, num_samples), (),
-            shape_hints={(num_samples,): "average the likelihoods over the samples (logsumexp - log S)"},
-            nonfinite_hint="p(x|z) is below float32's smallest number here, so exp underflows to 0: "
-            "use jax.nn.logsumexp(log_likelihoods) - jnp.log(num_samples)")
+            shape_hints={(num_samples,): "one value per sample: the estimator averages the S likelihoods into one "
+                         "number, in log space"},
+            nonfinite_hint="p(x|z) is below float32's smallest number here, so exp underflows to 0: never form the "
+            "likelihoods themselves; average them in log space with the help of jax.nn.logsumexp, and mind the 1/S")
         best = int(np.argmin([abs(got - r[0]) for r in references]))
         z, (ref, log_lik) = samples[best], references[best]
         log_prior = -0.5 * np.sum(np.log(2 * np.pi) + z**2, axis=-1)
         other_samples = "your samples differ: use exactly z = jax.random.normal(key, (num_samples, latent_dim))"
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
-            hint="log p(x) ~ log (1/S) sum_s p(x | z_s) = logsumexp(log_likelihoods) - log S, "
-            "z_s = jax.random.normal(key, (num_samples, latent_dim))",
+            hint="log p(x) is estimated by the log of the MEAN of the likelihoods p(x | z_s) over the S prior "
+            "samples z_s = jax.random.normal(key, (num_samples, latent_dim)): compute it from the log-likelihoods "
+            "without exponentiating them",
             variants=[
-                ("you averaged the log-likelihoods; average the likelihoods (log of a mean is not the mean "
-                 "of the logs): logsumexp(log_likelihoods) - log S", log_lik.mean()),
-                ("you forgot to divide by S: subtract log(num_samples)", _logsumexp(log_lik)),
+                ("you averaged the log-likelihoods, not the likelihoods: the log of a mean is not the mean of "
+                 "the logs; stay in log space", log_lik.mean()),
+                ("you summed the likelihoods instead of averaging them: the 1/S of the mean is missing; what does "
+                 "dividing by S become in log space?", _logsumexp(log_lik)),
                 ("you added log p(z): samples from the prior already weight by p(z); average p(x|z) only",
                  _logsumexp(log_lik + log_prior) - np.log(num_samples)),
                 ("you kept only the best sample (max); average over all samples", log_lik.max()),
@@ -566,8 +585,9 @@ def check_elbo(fn):
         var = np.exp(log_var)
         ref = _expected_log_joint(model, x, mu, var) - _expected_log_q(log_var, var)
         got = as_array(case, call(case, fn, jax.random.key(i), log_joint, _f32(mu), _f32(log_var), num_samples), (),
-            shape_hints={(num_samples,): "average over the samples (jnp.mean)"},
-            nonfinite_hint="log_var is a LOG-variance and may be negative: sigma = exp(0.5 * log_var)")
+            shape_hints={(num_samples,): "one value per sample: the ELBO estimate is a single number, their average"},
+            nonfinite_hint="log_var is a LOG-variance and may be negative: no square root or log of it; what turns "
+            "log sigma**2 into sigma?")
         entropy = -_expected_log_q(log_var, var)
         z = mu + np.sqrt(var) * np.random.default_rng(i).standard_normal((20_000, 2))
         log_w = _np_log_joint(model, x, z) + 0.5 * np.sum(np.log(2 * np.pi) + log_var + (z - mu) ** 2 / var, 1)
@@ -577,18 +597,23 @@ def check_elbo(fn):
             return _expected_log_joint(model, x, mu, var_sample) - _expected_log_q(log_var, var_sample)
 
         expect_close(case, got, ref, rtol=0, atol=tol,
-            hint=f"ELBO = mean over S samples z_s ~ q of [log_joint(z_s) - log q(z_s)] (tolerance {tol:.3f})",
+            hint="estimate the ELBO of section 2 from samples z_s of q, built from mu and log_var: which two "
+            "log-densities does each sample need, and how do the num_samples values become one number? "
+            f"(tolerance {tol:.3f})",
             variants=[
-                ("you forgot the entropy term: subtract log q(z_s) from log_joint(z_s)", ref - entropy),
-                ("wrong sign of the entropy: ELBO = E_q[log p(x, z)] - E_q[log q(z)]", ref - 2 * entropy),
-                ("your samples have the wrong spread: sigma = exp(0.5 * log_var); exp(log_var) is the variance",
-                 wrong_spread(np.exp(2 * log_var))),
-                ("you used log_var as the standard deviation: sigma = exp(0.5 * log_var)", wrong_spread(log_var**2)),
+                ("you forgot the entropy term: the ELBO needs q's own log-density at each sample too "
+                 "(distributions.log_normal_diag), not only log_joint", ref - entropy),
+                ("wrong sign of the entropy: a wider q must raise the entropy term; check the sign that log q "
+                 "enters with", ref - 2 * entropy),
+                ("your samples have the wrong spread: you scaled the noise by exp(log_var), the variance; which of "
+                 "sigma, sigma**2 and log sigma**2 does the noise need?", wrong_spread(np.exp(2 * log_var))),
+                ("you used log_var as the standard deviation: log_var is log sigma**2, so what is sigma?",
+                 wrong_spread(log_var**2)),
                 ("you used the prior N(0, I) for log q(z); q is N(mu, diag exp(log_var))",
                  _expected_log_joint(model, x, mu, var) + 0.5 * np.sum(np.log(2 * np.pi) + mu**2 + var)),
                 ("you returned the negative ELBO (a loss); return the ELBO", -ref),
                 ("this is close to log p(x): a logsumexp over samples estimates log p(x), not the ELBO; "
-                 "average with jnp.mean", log_px, max(tol, 0.05)),
+                 "the ELBO is a plain average over the samples", log_px, max(tol, 0.05)),
             ])
     return _passed("check_elbo", len(qs))
 
@@ -609,22 +634,29 @@ def check_kl_normal_std(fn):
         ref = _kl_std(mu, log_var)
         got = as_array(case, call(case, fn, _f32(mu), _f32(log_var)), (),
             shape_hints={(d,): "one value per latent dimension: sum them"},
-            nonfinite_hint="log of a negative number? log_var is already the log of the variance (it can be "
-            "negative); the variance is exp(log_var)")
+            nonfinite_hint="log of a negative number? log_var is already the log of the variance and can be "
+            "negative: never take its log or its square root")
         var = np.exp(log_var)
-        sigma_hint = "you used sigma = exp(0.5 * log_var) where the formula needs the variance exp(log_var)"
+        sigma_hint = ("you used sigma where the formula needs the variance sigma**2: which of sigma, sigma**2 and "
+                      "log sigma**2 is log_var?")
         expect_close(case, got, ref, rtol=1e-5, atol=1e-4,
-            hint="take the expectation of each term under q with E_q[(z_j - mu_j)**2] = sigma_j**2 and "
-            "E_q[z_j**2] = mu_j**2 + sigma_j**2, sigma_j**2 = exp(log_var_j); sanity check: 0 at mu = 0, log_var = 0",
+            hint="take the expectation of each term of section 6 under q by hand, using only the mean and the "
+            "variance of z_j under q (what is the expected square of a variable, in terms of those two?); log_var_j "
+            "is log sigma_j**2. Sanity check: 0 at mu = 0, log_var = 0",
             variants=[
                 ("the sign is flipped: a KL divergence is never negative", -ref),
                 (sigma_hint, _kl_std(mu, 0.5 * log_var) - 0.25 * np.sum(log_var)),
                 (sigma_hint, _kl_std(mu, 0.5 * log_var)),
-                ("you forgot the factor 1/2", 2 * ref),
-                ("you forgot the -1 inside the sum (the KL of N(0, I) to itself must be 0)", ref + d / 2),
-                ("you forgot to square mu", 0.5 * np.sum(mu + var - 1 - log_var)),
-                ("you forgot the mu**2 term", 0.5 * np.sum(var - 1 - log_var)),
-                ("wrong sign of the log_var term: it is - log_var", 0.5 * np.sum(mu**2 + var - 1 + log_var)),
+                ("your value is twice the KL: you dropped the factor 1/2 that every term of the integrand carries",
+                 2 * ref),
+                ("the KL of a distribution to itself must be 0, and yours is not at mu = 0, log_var = 0: check "
+                 "your constant term", ref + d / 2),
+                ("your result is linear in mu, but q's mean at -mu must give the same KL as at mu: recheck the "
+                 "expectation of z_j**2 under q", 0.5 * np.sum(mu + var - 1 - log_var)),
+                ("your result does not change with mu: moving q's mean away from 0 must raise the KL; recheck the "
+                 "expectation of z_j**2 under q", 0.5 * np.sum(var - 1 - log_var)),
+                ("wrong sign of the log-variance term: the KL must grow when sigma moves away from 1 in EITHER "
+                 "direction; try a very small sigma", 0.5 * np.sum(mu**2 + var - 1 + log_var)),
                 ("you averaged over latent dimensions; sum them", ref / d),
                 ("this is KL(N(0, I) || q), the reverse direction; the ELBO needs KL(q || N(0, I))",
                  0.5 * np.sum((1 + mu**2) / var - 1 + log_var)),
@@ -651,27 +683,32 @@ def check_reparameterized_sample(fn):
         # eps drawn in float32 (mu's dtype) or, under jax_enable_x64, in float64: the two differ
         draws = [_f64(jax.random.normal(key, shape, dtype)) for dtype in (jnp.float32, None)]
         got = as_array(case, call(case, fn, key, _f32(mu), _f32(log_var)), shape,
-            nonfinite_hint="sqrt or log of a negative log_var? sigma = exp(0.5 * log_var)")
+            nonfinite_hint="sqrt or log of a negative log_var? log_var is log sigma**2 and may be negative: which "
+            "operation turns it into sigma?")
         eps = min(draws, key=lambda e: np.max(np.abs(got - (mu + sigma * e))))
         ref = mu + sigma * eps
-        hint = "z = mu + exp(0.5 * log_var) * eps with eps = jax.random.normal(key, mu.shape)"
-        other_eps = ("mu + sigma * eps looks right but eps differs: use eps = jax.random.normal(key, mu.shape) "
-                     "with the key as given (no splitting)")
+        hint = ("z must be a sample of N(mu, diag exp(log_var)) written as a differentiable function of mu, "
+                "log_var and the noise eps = jax.random.normal(key, mu.shape): shift and scale the noise, and "
+                "remember that log_var is log sigma**2, not sigma")
+        other_eps = ("your samples have the right mean and spread but different noise: use "
+                     "eps = jax.random.normal(key, mu.shape) with the key as given (no splitting)")
         eps_hat = (got - mu) / sigma
         if got.size >= 100 and abs(eps_hat.mean()) < 0.3 and 0.7 < eps_hat.std() < 1.3:
             hint = other_eps
         expect_close(case, got, ref, rtol=1e-5, atol=1e-5, hint=hint,
             variants=[
-                ("you used exp(log_var), the variance, as the standard deviation: sigma = exp(0.5 * log_var)",
-                 mu + np.exp(log_var) * eps),
-                ("you used log_var as the standard deviation: sigma = exp(0.5 * log_var)", mu + log_var * eps),
-                ("you used sqrt(log_var) as the standard deviation: sigma = exp(0.5 * log_var)",
-                 np.where(log_var >= 0, mu + np.sqrt(np.abs(log_var)) * eps, np.nan)),
-                ("you forgot to add mu", sigma * eps),
-                ("you ignored log_var: scale eps by sigma = exp(0.5 * log_var)", mu + eps),
-                ("no noise: z must be random, z = mu + sigma * eps", mu),
-                ("you returned eps; return z = mu + sigma * eps", eps),
-                ("use mu + sigma * eps (plus, not minus)", mu - sigma * eps),
+                ("you used exp(log_var), the variance, as the standard deviation: the noise is scaled by sigma, "
+                 "not sigma**2", mu + np.exp(log_var) * eps),
+                ("you used log_var as the standard deviation: log_var is log sigma**2, so which operation gives "
+                 "sigma?", mu + log_var * eps),
+                ("you used sqrt(log_var) as the standard deviation: log_var is the LOG of the variance, not the "
+                 "variance", np.where(log_var >= 0, mu + np.sqrt(np.abs(log_var)) * eps, np.nan)),
+                ("you forgot the mean: your samples are centred at 0, not at mu", sigma * eps),
+                ("you ignored log_var: your samples have spread 1 whatever log_var says", mu + eps),
+                ("no noise: z must be a random sample of q, not its mean", mu),
+                ("you returned the noise eps itself: z is a sample of N(mu, diag exp(log_var)) built from it", eps),
+                ("you subtracted the scaled noise: the check's sample adds it (the same distribution, but not the "
+                 "same sample)", mu - sigma * eps),
                 (other_eps, lambda k=key, m=mu, s=sigma: m + s * _f64(jax.random.normal(jax.random.split(k)[0], m.shape))),
                 (other_eps, lambda k=key, m=mu, s=sigma: m + s * _f64(jax.random.normal(jax.random.split(k)[1], m.shape))),
             ])
@@ -683,7 +720,8 @@ def check_reparameterized_sample(fn):
                          hint="z must depend on mu through jax.numpy operations (no numpy, no stop_gradient)")
             expect_close(case, as_array(case, grad_log_var, shape), 0.5 * sigma * eps,
                 name="the gradient of sum(z) w.r.t. log_var",
-                hint="the point of the trick: z = mu + exp(0.5 * log_var) * eps is differentiable in log_var",
+                hint="the point of the trick: z must be a differentiable function of log_var (jax.numpy operations "
+                "on log_var and on noise that does not depend on it)",
                 variants=[("no gradient reaches log_var: don't use stop_gradient or sample with "
                            "jax.random.normal(key, shape) * a constant", np.zeros(shape))])
     return _passed("check_reparameterized_sample", len(shapes))
@@ -764,15 +802,16 @@ def check_score_function_loo(fn):
         baselines = [(hint, estimates(eps, rule)) for hint, rule in (
             ("no baseline: this is plain REINFORCE; subtract b_s = the mean of f over the OTHER samples", "none"),
             ("the baseline is the mean of ALL samples, f(z_s) included, so it depends on z_s and biases the "
-             "gradient by (S - 1) / S: leave f(z_s) out, b_s = (sum_t f(z_t) - f(z_s)) / (S - 1)", "all"),
-            ("divide the sum over the other samples by their number, S - 1 (not S)", "by S"),
+             "gradient by a factor (S - 1) / S: leave sample s out of its own baseline", "all"),
+            ("your baseline divides the sum over the other samples by S, but there are only S - 1 of them: that "
+             "is not their mean", "by S"),
             ("a constant baseline such as f(mu) keeps the estimate unbiased but is not this estimator: "
              "b_s = the mean of f over the other samples", "f(mu)"),
         )]
         split_keys = [lambda half=half, k=key, est=estimates, s=shape: est(jax.random.normal(jax.random.split(k)[half], s))
                       for half in (0, 1)]
-        other_eps = ("your samples differ: eps = jax.random.normal(key, (num_samples, d)) with the key as given "
-                     "(no splitting), z = mu + exp(0.5 * log_var) * eps")
+        other_eps = ("your samples differ: draw eps = jax.random.normal(key, (num_samples, d)) with the key as "
+                     "given (no splitting), and build z from it as in lesson 5's reparameterisation")
 
         def baseline_and_key_variants(part, baselines=baselines, split_keys=split_keys, other_eps=other_eps):
             return ([(hint, value[part]) for hint, value in baselines]
@@ -783,8 +822,10 @@ def check_score_function_loo(fn):
             hint="grad_mu[s] = (f(z_s) - b_s) times the derivative of log N(z_s; mu, exp(log_var)) w.r.t. mu "
             "(differentiate the log density by hand), b_s = the mean of f(z_t) over t != s",
             variants=[
-                ("the score of mu is (z - mu) / sigma**2 (the variance), not (z - mu) / sigma", centred * eps),
-                ("the sign of the score is flipped: d/dmu log q(z) = +(z - mu) / sigma**2", -ref_mu),
+                ("your score of mu is off by a factor of sigma: differentiate log N(z; mu, sigma**2) w.r.t. mu "
+                 "again and count the powers of sigma", centred * eps),
+                ("the sign of the score is flipped: moving mu toward z raises log q(z), so the score of mu points "
+                 "from mu to z", -ref_mu),
                 ("the outputs are swapped: return (grad_mu, grad_log_var)", ref_log_var),
                 *baseline_and_key_variants(0),
             ])
@@ -792,13 +833,15 @@ def check_score_function_loo(fn):
             hint="grad_log_var[s] = (f(z_s) - b_s) times the derivative of log N(z_s; mu, exp(v)) w.r.t. "
             "v = log_var (not w.r.t. sigma or the variance); write sigma**2 = exp(v) before differentiating",
             variants=[
-                ("the score of log_var needs the factor 0.5: 0.5 * ((z - mu)**2 / sigma**2 - 1)", 2 * ref_log_var),
-                ("the score of log_var needs the -1: 0.5 * ((z - mu)**2 / sigma**2 - 1) (it has mean zero)",
+                ("your score of log_var is twice the right one: the factor 1/2 of the Gaussian's log-density is "
+                 "missing", 2 * ref_log_var),
+                ("your score of log_var misses its constant term: a score has mean zero under q, and yours is never "
+                 "negative; which part of log q gives a constant when you differentiate w.r.t. v?",
                  centred * 0.5 * eps**2),
-                ("this is the score of sigma; differentiate w.r.t. log_var: 0.5 * ((z - mu)**2 / sigma**2 - 1)",
-                 centred * (eps**2 - 1) / sigma),
-                ("this is the score of the variance; differentiate w.r.t. log_var: 0.5 * ((z - mu)**2 / sigma**2 - 1)",
-                 centred * 0.5 * (eps**2 - 1) / sigma**2),
+                ("this is the score of sigma; the exercise differentiates w.r.t. v = log_var: write sigma**2 = exp(v) "
+                 "first, or use the chain rule", centred * (eps**2 - 1) / sigma),
+                ("this is the score of the variance; the exercise differentiates w.r.t. v = log_var: write "
+                 "sigma**2 = exp(v) first, or use the chain rule", centred * 0.5 * (eps**2 - 1) / sigma**2),
                 ("the outputs are swapped: return (grad_mu, grad_log_var)", ref_mu),
                 *baseline_and_key_variants(1),
             ])
@@ -834,16 +877,20 @@ def check_negative_elbo(fn):
             "the decoder outputs logits, not probabilities")
         probs = 1 / (1 + np.exp(-logits))
         expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
-            hint="loss = mean over the batch of [KL(q(z|x_b) || N(0, I)) - sum_j log Bern(x_bj; sigmoid(logits_bj))]",
+            hint="the negative ELBO of section 1, averaged over the batch: per image, the reconstruction "
+            "log-likelihood summed over the pixels (distributions.log_bernoulli) and the closed-form KL of lesson 4; "
+            "check the sign each of the two enters with",
             variants=[
                 ("you summed over the batch; the loss is the MEAN over the batch", batch * ref),
                 ("you returned the ELBO; the loss is its negative", -ref),
-                ("wrong sign of the KL: loss = -reconstruction log-likelihood + KL", np.mean(-kl - rec)),
+                ("wrong sign of the KL: the loss is the NEGATIVE ELBO, and the ELBO is lowered by the KL",
+                 np.mean(-kl - rec)),
                 ("you forgot the KL term", np.mean(-rec)),
                 ("you forgot the reconstruction term", np.mean(kl)),
                 ("you averaged over pixels; sum the log-likelihood over pixels", np.mean(kl - rec / size)),
                 ("you averaged the KL over latent dimensions; sum it", np.mean(kl / d - rec)),
-                ("the KL uses sigma = exp(0.5 * log_var) where it needs the variance exp(log_var)",
+                ("the KL uses sigma where it needs the variance sigma**2: which of sigma, sigma**2 and "
+                 "log sigma**2 is log_var?",
                  np.mean(_kl_std(mu, 0.5 * log_var) - 0.25 * log_var.sum(1) - rec)),
                 ("you applied sigmoid twice: log_bernoulli takes the logits themselves",
                  np.mean(kl - np.sum(x * probs - np.logaddexp(0, probs), axis=1))),
@@ -890,10 +937,10 @@ def check_mean_field_step(fn):
                               as_array(case, new_log_var, (2,), name="new_log_var")])
         other_key = "the gradient differs: use vae_lite.elbo.elbo(key, ...) with the key as given (no splitting)"
         expect_close(case, got, ref, rtol=1e-4, atol=1e-4, name="(new_mu, new_log_var)",
-            hint="new = old + learning_rate * gradient of vae_lite.elbo.elbo w.r.t. (mu, log_var), "
-            "e.g. jax.grad(elbo.elbo, argnums=(2, 3))",
+            hint="one plain gradient-ASCENT step of size learning_rate on vae_lite.elbo.elbo with respect to "
+            "(mu, log_var) only, the key as given; jax.grad's argnums says which arguments it differentiates",
             variants=[
-                ("you descended: we MAXIMISE the ELBO, so ascend: params + learning_rate * gradient", old - lr * g),
+                ("you descended: we MAXIMISE the ELBO, so step along the gradient, not against it", old - lr * g),
                 ("you returned the gradient; return the updated parameters", g),
                 ("you ignored the learning rate", old + g),
                 ("log_var was not updated", np.concatenate([ref[:2], log_var])),
@@ -950,11 +997,12 @@ def check_refinement(fn):
             assert exact_elbo(ref) > exact_elbo(start), "check_refinement: the reference did not raise the ELBO"
         out = call(case, fn, key, log_joint, _f32(mu), _f32(log_var), lr, num_steps, num_samples)
         new_mu, new_log_var = unpack(case, out, ("mu", "log_var"))
-        blown_up = "the parameters blew up: each step is params + learning_rate * gradient (ascent, with the rate)"
+        blown_up = ("the parameters blew up: is each step an ASCENT step scaled by learning_rate? A step against the "
+                    "gradient, or without the rate, diverges")
         got = np.concatenate([as_array(case, new_mu, (2,), name="mu", nonfinite_hint=blown_up),
                               as_array(case, new_log_var, (2,), name="log_var", nonfinite_hint=blown_up)])
-        split_hint = "one key per step: keys = jax.random.split(key, num_steps), step t uses keys[t]"
-        count_hint = "take exactly num_steps steps, step t with keys[t] of keys = jax.random.split(key, num_steps)"
+        split_hint = "one key per step: step t uses the t-th of the num_steps keys of jax.random.split(key, num_steps)"
+        count_hint = "take exactly num_steps steps, step t with the t-th key of jax.random.split(key, num_steps)"
 
         def chained(k=key, n=num_steps, use_new=True):
             steps = []
@@ -964,9 +1012,8 @@ def check_refinement(fn):
             return steps
 
         expect_close(case, got, ref, rtol=1e-4, atol=1e-4, name="(mu, log_var)",
-            hint="start at (mu, log_var) and take num_steps steps params + learning_rate * gradient of "
-            "vae_lite.elbo.elbo(keys[t], ...) (your mean_field_step), keys = jax.random.split(key, num_steps); "
-            "num_steps = 0 returns the inputs",
+            hint="start at (mu, log_var) and take num_steps gradient-ascent steps (your mean_field_step does one), "
+            "step t with the t-th key of jax.random.split(key, num_steps); num_steps = 0 returns the inputs",
             variants=[
                 ("the same key at every step gives the same noise every step: " + split_hint,
                  lambda a=ascend, k=key, n=num_steps: a([k] * n)[0]),
@@ -976,7 +1023,7 @@ def check_refinement(fn):
                 ("one step too few: " + count_hint, lambda a=ascend, ks=keys: a(ks[:-1])[0]),
                 ("one step too few: " + count_hint, lambda a=ascend, ks=keys: a(ks[1:])[0]),
                 ("you returned after the first step: put the return after the loop", lambda a=ascend, ks=keys: a(ks[:1])[0]),
-                ("you descended: we MAXIMISE the ELBO, so ascend: params + learning_rate * gradient",
+                ("you descended: we MAXIMISE the ELBO, so step along the gradient, not against it",
                  lambda a=ascend, ks=keys: a(ks, sign=-1.0)[0]),
                 ("you returned the last gradient; return the refined parameters", last_grad),
                 ("you ignored the learning rate", lambda a=ascend, ks=keys: a(ks, lr=1.0)[0]),
@@ -1001,14 +1048,16 @@ def check_interpolation(fn):
         tt = t[:, None]
         ref = (1 - tt) * z0 + tt * z1
         got = as_array(case, call(case, fn, _f32(z0), _f32(z1), _f32(t)), (len(t), d),
-                       shape_hints={(d, len(t)): "transposed: one row per value of t, shape (T, d); "
-                                    "use t[:, None] to broadcast"})
+                       shape_hints={(d, len(t)): "transposed: one row per value of t, shape (T, d); give t a "
+                                    "trailing axis of length 1 so that it broadcasts against the (d,) codes"})
         expect_close(case, got, ref, rtol=1e-5, atol=1e-5,
-            hint="row k is (1 - t_k) * z0 + t_k * z1: t = 0 gives z0, t = 1 gives z1",
+            hint="row k is the point a fraction t_k of the way along the straight line from z0 to z1: t = 0 gives "
+            "z0, t = 1 gives z1, t = 0.5 the midpoint",
             variants=[
                 ("the endpoints are swapped: t = 0 must give z0", tt * z0 + (1 - tt) * z1),
-                ("z0 needs the weight (1 - t): (1 - t) * z0 + t * z1", z0 + tt * z1),
-                ("you forgot the z0 term: (1 - t) * z0 + t * z1", tt * z1),
+                ("z0 keeps its full weight at every t: at t = 1 your row is z0 + z1, not z1; the weight of z0 must "
+                 "fall to 0 as t goes to 1", z0 + tt * z1),
+                ("you forgot z0: at t = 0 your row is 0, not z0", tt * z1),
             ])
     return _passed("check_interpolation", len(inputs))
 
@@ -1027,15 +1076,19 @@ def check_inverse_cdf_grid(fn):
         ref = np.array([normal.inv_cdf(p) for p in probs])
         got = as_array(case, call(case, fn, n), (n,),
             nonfinite_hint="the inverse CDF of 0 is -inf and of 1 is +inf, so a grid of probabilities "
-            "including 0 and 1 (jnp.linspace(0, 1, n)) breaks; use the midpoints (i + 0.5) / n")
+            "including 0 and 1 (jnp.linspace(0, 1, n)) breaks: no slice has its middle at probability 0 or 1")
         expect_close(case, got, ref, rtol=1e-4, atol=1e-4,
-            hint="slice i holds the prior mass from i / n to (i + 1) / n; the point halfway through it in "
-            "probability has that much mass below it: map it through the inverse CDF (jax.scipy.stats.norm.ppf)",
+            hint="the grid must hold num_points points of equal prior mass, each in the middle (in probability) of "
+            "its slice: which probability lies below slice i's middle? Then one function of jax.scipy.stats.norm, "
+            "the inverse CDF, turns that probability into the point",
             variants=[
-                ("you used the probabilities (i + 1) / (n + 1); use the midpoints (i + 0.5) / n",
+                ("you used the probabilities (i + 1) / (n + 1): they cut [0, 1] into n + 1 equal pieces and take "
+                 "their inner edges; the grid needs n slices of equal mass and the middle (in probability) of each",
                  [normal.inv_cdf((j + 1) / (n + 1)) for j in range(n)]),
-                ("these are the probabilities (i + 0.5) / n; map them through the inverse CDF (norm.ppf)", probs),
-                ("you used the CDF Phi; the grid needs its inverse Phi^-1 (jax.scipy.stats.norm.ppf)",
+                ("these are probabilities (the prior mass below each point), not points on the real line: map "
+                 "them through the inverse CDF", probs),
+                ("you used the CDF Phi, which maps points to probabilities; the grid needs its inverse, from "
+                 "probabilities to points (another function of jax.scipy.stats.norm)",
                  [normal.cdf(p) for p in probs]),
                 ("the order is reversed: quantiles must increase with i", ref[::-1]),
             ])
