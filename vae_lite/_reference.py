@@ -131,11 +131,13 @@ def decoder_forward(p, z):
     return g @ f64(p["decoder.logits.kernel"]) + f64(p["decoder.logits.bias"])
 
 
-def vae_loss_and_grad(p, x, eps):
+def vae_loss_and_grad(p, x, eps, through_sample=True):
     """The minibatch loss mean_b [KL_b - log p(x_b | z_b)], z_b = mu_b + e^{log_var_b/2} eps_b, and its
     gradient with respect to every parameter, by hand (back-propagation written out in float64).
 
-    ``x (B, D)`` binary, ``eps (B, d)``. Returns ``(loss, {name: gradient})``.
+    ``x (B, D)`` binary, ``eps (B, d)``. Returns ``(loss, {name: gradient})``. With
+    ``through_sample=False`` the gradient stops at z (as if z were a constant): the encoder then
+    receives only the KL's gradient, the typical mistake of a sample that is not reparameterised.
     """
     p = {k: f64(v) for k, v in p.items()}
     x, eps = f64(x), f64(eps)
@@ -156,7 +158,7 @@ def vae_loss_and_grad(p, x, eps):
     grads["decoder.logits.kernel"], grads["decoder.logits.bias"] = g.T @ d_logits, d_logits.sum(0)
     d_pre2 = (d_logits @ p["decoder.logits.kernel"].T) * (pre2 > 0)
     grads["decoder.hidden.kernel"], grads["decoder.hidden.bias"] = z.T @ d_pre2, d_pre2.sum(0)
-    d_z = d_pre2 @ p["decoder.hidden.kernel"].T
+    d_z = d_pre2 @ p["decoder.hidden.kernel"].T if through_sample else 0.0
     d_mu = d_z + mu / batch
     d_log_var = d_z * eps * 0.5 * std + 0.5 * (np.exp(log_var) - 1.0) / batch
     grads["encoder.mu.kernel"], grads["encoder.mu.bias"] = h.T @ d_mu, d_mu.sum(0)
