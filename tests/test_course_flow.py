@@ -12,6 +12,7 @@ of a lesson cannot change a grade: it neither defines nor tests the exercises).
 """
 
 import ast
+import csv
 import os
 import subprocess
 import sys
@@ -162,6 +163,19 @@ def make_course(folder, num_copies=1):
     return course, honest
 
 
+# Where bubblewrap cannot sandbox (no user namespaces), both graders run unconfined, as the README's
+# --unsafe does; the route students below need the sandbox and are skipped there.
+UNSAFE = regrade.sandbox_problem() is not None
+
+
+def autograde(course, assignment):
+    """``python classroom/autograde.py <assignment> --force``: nbgrader autograde in its sandbox, as the README says."""
+    command = [sys.executable, str(ROOT / "classroom" / "autograde.py"), assignment, "--course", str(course), "--force"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(command + ["--unsafe"] * UNSAFE, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
 def nbgrader(course, *args):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "JAX_PLATFORMS": "cpu"}
@@ -175,8 +189,8 @@ def nbgrader(course, *args):
 def test_course_flow_autograde_regrade_and_feedback(tmp_path):
     start = time.monotonic()
     course, honest = make_course(tmp_path)
-    with ThreadPoolExecutor(2) as pool:  # one nbgrader per lesson: the CI has 2 cores
-        list(pool.map(lambda a: nbgrader(course, "autograde", a, "--force"), LESSONS))
+    with ThreadPoolExecutor(2) as pool:  # one autograde per lesson: the CI has 2 cores
+        list(pool.map(lambda a: autograde(course, a), LESSONS))
     from nbgrader.api import Gradebook
 
     autograded = {}
@@ -185,7 +199,7 @@ def test_course_flow_autograde_regrade_and_feedback(tmp_path):
             autograded[(assignment, student)] = gradebook.find_submission(assignment, student).score
     regraded = {}
     for assignment in LESSONS:
-        results = regrade.regrade(course, assignment, jobs=2, time_limit=60)
+        results = regrade.regrade(course, assignment, jobs=2, time_limit=60, unsafe=UNSAFE)
         for r in results:
             regraded[(assignment, r.student)] = regraded.get((assignment, r.student), 0) + r.points
     report = "\n".join(f"{key}: honest {honest[key]}, autograde {autograded[key]}, regrade {regraded[key]}"
@@ -282,16 +296,196 @@ def test_training_lesson_grades_students_networks_loss_and_step(tmp_path):
         nbformat.write(nb, target / file_name)
         (target / "timestamp.txt").write_text("2026-11-27 12:00:00.000000 UTC")
         honest[student] = total
-    nbgrader(course, "autograde", assignment_name, "--force")
+    autograde(course, assignment_name)
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         autograded = {s: gradebook.find_submission(assignment_name, s).score for s in honest}
     regraded = {}
-    for r in regrade.regrade(course, assignment_name, jobs=2, time_limit=60):
+    for r in regrade.regrade(course, assignment_name, jobs=2, time_limit=60, unsafe=UNSAFE):
         regraded[r.student] = regraded.get(r.student, 0) + r.points
     report = "\n".join(f"{s}: honest {honest[s]}, autograde {autograded[s]}, regrade {regraded[s]}" for s in honest)
     print(report)
     assert autograded == honest, report
     assert regraded == honest, report
     print(f"training lesson course flow: {time.monotonic() - start:.0f} s")
+
+
+# ------------------------------------------------------------ students who go after the grade itself (lesson 4)
+MARKER = "vae-lite-route-student"  # in the command line of every process a route student starts
+KL, ELBO = "ex04_kl", "ex04_elbo"
+FORGER = '''import subprocess
+import sys
+
+FORGE = """
+import pathlib, time
+csv = pathlib.Path({course!r}) / "regrade" / "lesson04.csv"
+for _ in range(1500):
+    if csv.exists():
+        rows = csv.read_text().splitlines()
+        csv.write_text("\\\\n".join(r.replace(",0,", ",3,") if r.startswith("forger,") else r for r in rows) + "\\\\n")
+        (csv.parent / "lesson04-flags.csv").write_text("student,exercise,reason\\\\n")
+        break
+    time.sleep(0.2)
+"""
+subprocess.Popen([sys.executable, "-c", FORGE, "{marker}"], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kl_to_standard_normal(mu, log_var):
+    raise NotImplementedError()'''
+PLANTER = '''import site
+
+for folder in site.getsitepackages():
+    try:
+        with open(folder + "/zz_vae_lite_planted.pth", "w") as pth:
+            pth.write("import sys  # {marker}\\n")
+    except OSError:
+        pass
+
+
+''' + CODE[KL]["correct"]
+COPYCAT = '''import glob
+import json
+
+for path in glob.glob({course!r} + "/submitted/correct/lesson04/*.ipynb"):
+    for cell in json.load(open(path))["cells"]:
+        if "def kl_to_standard_normal" in "".join(cell["source"]):
+            exec("".join(cell["source"]))'''
+ALIASES = {
+    "getattr_alias": 'def kl_to_standard_normal(mu, log_var):\n    return getattr(distributions, "kl_normal_std")(mu, log_var)',
+    "import_alias": 'def kl_to_standard_normal(mu, log_var):\n'
+                    '    return __import__("vae_lite.distributions", fromlist=["_"]).kl_normal_std(mu, log_var)',
+    "vars_alias": 'def kl_to_standard_normal(mu, log_var):\n    return vars(distributions)["kl_normal_std"](mu, log_var)',
+    "code_alias": "import types\n\nkl_to_standard_normal = types.FunctionType(distributions.kl_normal_std.__code__, "
+                  "vars(distributions))",
+}
+NAMES_LIBRARY = ("# the same formula as distributions.kl_normal_std, written out\n" + CODE[KL]["correct"]
+                 + "\n\n\nassert jnp.allclose(kl_to_standard_normal(jnp.ones(3), jnp.zeros(3)), "
+                 "distributions.kl_normal_std(jnp.ones(3), jnp.zeros(3)))  # my self-check")
+HELPER_CELL = "def half_sum(terms):\n    return 0.5 * jnp.sum(terms)"
+USES_HELPER = "def kl_to_standard_normal(mu, log_var):\n    return half_sum(mu**2 + jnp.exp(log_var) - 1.0 - log_var)"
+TIMEIT = CODE[KL]["correct"] + "\n\n\n%timeit -n 2 -r 1 kl_to_standard_normal(jnp.ones(3), jnp.zeros(3))"
+FRAME_BOMB = '''import io
+import os
+import struct
+import sys
+import time
+import zipfile
+
+import numpy as np
+
+
+def kl_to_standard_normal(mu, log_var):
+    # the re-grade's reply pipe: a 1 GiB array in a ~1 MB deflated frame
+    reply = int(sys.argv[sys.argv.index("--child") + 1])
+    frame = io.BytesIO()
+    with zipfile.ZipFile(frame, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in (("header", np.array('{"out": {"array": 0}}')), ("a0", np.zeros(2**27))):
+            member = io.BytesIO()
+            np.save(member, array)
+            archive.writestr(name + ".npy", member.getvalue())
+    os.write(reply, struct.pack("<Q", len(frame.getvalue())) + frame.getvalue())
+    time.sleep(600)'''
+
+
+def route_students(course):
+    """``{student: ({grade_id: code}, honest points, whether nbgrader's autograde can be fooled)}``; each
+    student also writes the correct ELBO estimator (2 points) unless said otherwise."""
+    elbo, kl = CODE[ELBO]["correct"], CODE[KL]["correct"]
+    fill = {"course": str(course), "marker": MARKER}
+    students = {
+        "correct": ({ELBO: elbo, KL: kl}, 5, False),
+        "forger": ({ELBO: elbo, KL: FORGER.format(**fill)}, 2, False),
+        "pth_planter": ({ELBO: elbo, KL: PLANTER.format(**fill)}, 5, False),
+        "copycat": ({ELBO: elbo, KL: COPYCAT.format(**fill)}, 2, True),
+        "names_library": ({ELBO: elbo, KL: NAMES_LIBRARY}, 5, False),
+        "helper_in_added_cell": ({ELBO: elbo, KL: USES_HELPER, "added": HELPER_CELL}, 5, False),
+        "timeit_line": ({ELBO: elbo, KL: TIMEIT}, 5, False),
+        "frame_bomb": ({ELBO: elbo, KL: FRAME_BOMB}, 2, False),
+    }
+    students.update({name: ({ELBO: elbo, KL: code}, 2, True) for name, code in ALIASES.items()})
+    return students
+
+
+def leftover_processes():
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if MARKER in line and "ps -eo" not in line]
+
+
+def planted_files():
+    import site
+
+    return [p for folder in site.getsitepackages() for p in Path(folder).glob("zz_vae_lite_planted*")]
+
+
+@pytest.mark.slow
+def test_sandboxed_grading_holds_against_students_who_go_after_the_grade(tmp_path):
+    """Lesson 4 through the sandboxed autograde and the sandboxed re-grade, with students who forge the CSV
+    from a detached process, plant a .pth file, copy a classmate at grading time, reach the library's
+    answer through getattr/__import__/vars/its code object, flood the reply pipe with a compressed frame,
+    or hand in a corrupt notebook; and honest students whose comment and self-check name the library,
+    whose helper lives in a cell they added, or who time their function with %timeit. Each gets exactly
+    its honest points from the re-grade, the others' grades are intact, and nothing outlives the sandbox."""
+    if UNSAFE:
+        pytest.skip(f"no sandbox on this machine: {regrade.sandbox_problem()}")
+    start = time.monotonic()
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(trimmed_lesson(ROOT / "notebooks" / LESSONS["lesson04"]), notebooks / LESSONS["lesson04"])
+    course = tmp_path / "course"
+    (assignment,) = build_assignments.build(notebooks, course)
+    released = nbformat.read(assignment.release, as_version=4)
+    students = route_students(course)
+    for student, (code, _, _) in students.items():
+        nb = nbformat.from_dict(released)
+        cells = []
+        for cell in nb.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id == KL and "added" in code:  # a cell of the student's own, just before the exercise
+                cells.append(nbformat.v4.new_code_cell(code["added"]))
+            if grade_id in code:
+                cell.source = code[grade_id]
+            cells.append(cell)
+        nb.cells = cells
+        target = course / "submitted" / student / assignment.name
+        target.mkdir(parents=True)
+        nbformat.write(nb, target / assignment.release.name)
+        (target / "timestamp.txt").write_text("2026-11-27 12:00:00.000000 UTC")
+    try:
+        autograde(course, assignment.name)
+        assert not leftover_processes() and not planted_files()
+        corrupt = course / "submitted" / "corrupt" / assignment.name
+        corrupt.mkdir(parents=True)
+        (corrupt / assignment.release.name).write_bytes(b'{"cells": [{"cell_type": "code", "source": "\x00')
+        from nbgrader.api import Gradebook
+
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            autograded = {s: gradebook.find_submission(assignment.name, s).score for s in students}
+        results = regrade.regrade(course, assignment.name, jobs=2, time_limit=60)
+        time.sleep(2)  # a forger that outlived its sandbox would have rewritten the CSV by now
+        assert all(ok for _, ok in regrade.verify(course, assignment.name))
+        assert not leftover_processes() and not planted_files()
+    finally:
+        for path in planted_files():
+            path.unlink()
+    regraded = {}
+    for r in results:
+        regraded[r.student] = regraded.get(r.student, 0) + r.points
+    honest = {s: points for s, (_, points, _) in students.items()} | {"corrupt": 0}
+    report = "\n".join(f"{s}: honest {honest[s]}, autograde {autograded.get(s)}, regrade {regraded[s]}" for s in honest)
+    print(report)
+    assert regraded == honest, report
+    fooled = {s for s, (_, _, can_fool) in students.items() if can_fool}
+    assert {s: autograded[s] for s in students if s not in fooled} == {s: honest[s] for s in students if s not in fooled}
+    rows = list(csv.DictReader((course / "regrade" / "lesson04.csv").read_text().splitlines()))
+    flags = list(csv.DictReader((course / "regrade" / "lesson04-flags.csv").read_text().splitlines()))
+    flagged = {f["student"] for f in flags}
+    assert {s for s in fooled if autograded[s] != honest[s]} <= flagged, report  # autograde fooled: flagged
+    assert "corrupt" in flagged and "correct" not in flagged and "names_library" not in flagged
+    messages = {(r["student"], r["exercise"]): r["message"] for r in rows}
+    for alias in ALIASES:
+        assert "library's own answer" in messages[(alias, f"{KL}_test")], messages[(alias, f"{KL}_test")]
+    assert "library" not in messages[("names_library", f"{KL}_test")]
+    assert "too large" in messages[("frame_bomb", f"{KL}_test")] or "compressed" in messages[("frame_bomb", f"{KL}_test")]
+    print(f"route students: {time.monotonic() - start:.0f} s")
