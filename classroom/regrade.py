@@ -492,7 +492,7 @@ def regrade_submission(lesson, student, notebook, time_limit, limits=None, sandb
         return _unreadable(lesson, student, f"the submitted notebook could not be read ({_describe(error)})")
     solutions = {label: source for label, source, _ in program}
     answers = sorted({d for e in lesson.exercises for d in _library_names(e.check)})
-    child, done, results = None, set(), []
+    child, executed, broken, results = None, set(), set(), []
     for exercise in lesson.exercises:
         deadline = time.monotonic() + time_limit
         code = _code_only(solutions.get(exercise.solution_id, ""))
@@ -503,14 +503,16 @@ def regrade_submission(lesson, student, notebook, time_limit, limits=None, sandb
                                                 default=-1))
         message, tripped = "", []
         try:
-            if child is None:
-                child = Child(limits, sandbox)
+            if child is None:  # the first, or a fresh one after a process was stopped: the cells run again
+                child, executed = Child(limits, sandbox), set()
                 child.request({"op": "exec", "code": lesson.imports}, deadline=deadline)
                 child.request({"op": "wire", "answers": answers}, deadline=deadline)
             for label, source, position in program:
-                if position < upto and label not in done:
-                    done.add(label)  # before it runs: a cell that hangs or kills its process is not run again
+                if position < upto and label not in executed | broken:
+                    broken.add(label)  # until it has run: a cell that hangs or kills its process is not run again
                     child.request({"op": "exec", "code": source}, deadline=deadline)
+                    broken.discard(label)
+                    executed.add(label)
             header, _ = child.request({"op": "check", "check": exercise.check, "function": exercise.function},
                                       deadline=deadline)
             passed, message = bool(header.get("passed")), str(header.get("message", ""))[:2000]
@@ -665,6 +667,11 @@ def regrade(course, assignment, jobs=2, time_limit=60.0, memory_gib=4.0, unsafe=
     # every sandbox is gone now (each submission closes its own): only this process writes the results
     for student, _ in submissions:
         autograde = _autograde_points(course, assignment, student, lesson.notebook)
+        if not autograde and (course / "autograded").is_dir():
+            for r in results:
+                if r.student == student:
+                    r.flags.append("nbgrader autograde left no graded notebook (its kernel died?): the gradebook "
+                                   "has no points for it, the re-grade's stand")
         for r in results:
             if r.student == student and r.grade_id in autograde:
                 r.autograde = autograde[r.grade_id]

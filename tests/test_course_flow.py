@@ -14,6 +14,7 @@ of a lesson cannot change a grade: it neither defines nor tests the exercises).
 import ast
 import csv
 import os
+import re
 import subprocess
 import sys
 import time
@@ -168,12 +169,17 @@ def make_course(folder, num_copies=1):
 UNSAFE = regrade.sandbox_problem() is not None
 
 
-def autograde(course, assignment):
-    """``python classroom/autograde.py <assignment> --force``: nbgrader autograde in its sandbox, as the README says."""
+def autograde(course, assignment, fails_for=()):
+    """``python classroom/autograde.py <assignment> --force``: nbgrader autograde in its sandbox, as the README says.
+
+    ``fails_for``: students whose kernel dies, for which nbgrader reports an error (and exits 1) and grades nothing.
+    """
     command = [sys.executable, str(ROOT / "classroom" / "autograde.py"), assignment, "--course", str(course), "--force"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(command + ["--unsafe"] * UNSAFE, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    errors = set(re.findall(r"error processing assignment '\w+' for student '(\w+)'", done.stdout + done.stderr))
+    assert errors == set(fails_for), done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.returncode == (1 if fails_for else 0), done.stdout[-2000:] + done.stderr[-4000:]
 
 
 def nbgrader(course, *args):
@@ -223,6 +229,14 @@ def test_course_flow_autograde_regrade_and_feedback(tmp_path):
     nbgrader(course, "generate_feedback", "lesson04", "--force")
     feedback = (course / "feedback" / "wrong" / "lesson04" / "04_elbo.html").read_text()
     assert "forgot the entropy term" in feedback
+    # nbgrader_config.py: the feedback shows the scores and the checks' messages, never the hidden tests
+    # (nor the tracebacks that quote them), also where a hidden test itself failed (rebinds_check)
+    assert f"04_elbo (Score: {float(honest[('lesson04', 'wrong')])} / " in feedback
+    bypassed = (course / "feedback" / "rebinds_check" / "lesson04" / "04_elbo.html").read_text()
+    assert "NotImplementedError" in bypassed
+    for page in (feedback, bypassed):
+        for hidden in ("BEGIN HIDDEN TESTS", "_hidden_test", "secrets", "most recent call last"):
+            assert hidden not in page, hidden
     print(f"course flow: {time.monotonic() - start:.0f} s")
 
 
@@ -365,6 +379,7 @@ NAMES_LIBRARY = ("# the same formula as distributions.kl_normal_std, written out
                  "distributions.kl_normal_std(jnp.ones(3), jnp.zeros(3)))  # my self-check")
 HELPER_CELL = "def half_sum(terms):\n    return 0.5 * jnp.sum(terms)"
 USES_HELPER = "def kl_to_standard_normal(mu, log_var):\n    return half_sum(mu**2 + jnp.exp(log_var) - 1.0 - log_var)"
+KILL_NOW = "import os\n\n\ndef elbo_estimate(*args):\n    os.kill(os.getpid(), 9)"
 TIMEIT = CODE[KL]["correct"] + "\n\n\n%timeit -n 2 -r 1 kl_to_standard_normal(jnp.ones(3), jnp.zeros(3))"
 FRAME_BOMB = '''import io
 import os
@@ -400,7 +415,9 @@ def route_students(course):
         "pth_planter": ({ELBO: elbo, KL: PLANTER.format(**fill)}, 5, False),
         "copycat": ({ELBO: elbo, KL: COPYCAT.format(**fill)}, 2, True),
         "names_library": ({ELBO: elbo, KL: NAMES_LIBRARY}, 5, False),
-        "helper_in_added_cell": ({ELBO: elbo, KL: USES_HELPER, "added": HELPER_CELL}, 5, False),
+        "helper_in_added_cell": ({ELBO: elbo, KL: USES_HELPER, "added": (KL, HELPER_CELL)}, 5, False),
+        # the grader's process dies in the first exercise: a fresh one runs the added cell again for the second
+        "kills_then_needs_helper": ({ELBO: KILL_NOW, KL: USES_HELPER, "added": (ELBO, HELPER_CELL)}, 3, True),
         "timeit_line": ({ELBO: elbo, KL: TIMEIT}, 5, False),
         "frame_bomb": ({ELBO: elbo, KL: FRAME_BOMB}, 2, False),
     }
@@ -442,8 +459,8 @@ def test_sandboxed_grading_holds_against_students_who_go_after_the_grade(tmp_pat
         cells = []
         for cell in nb.cells:
             grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-            if grade_id == KL and "added" in code:  # a cell of the student's own, just before the exercise
-                cells.append(nbformat.v4.new_code_cell(code["added"]))
+            if "added" in code and grade_id == code["added"][0]:  # a cell of the student's own, just before
+                cells.append(nbformat.v4.new_code_cell(code["added"][1]))
             if grade_id in code:
                 cell.source = code[grade_id]
             cells.append(cell)
@@ -453,7 +470,7 @@ def test_sandboxed_grading_holds_against_students_who_go_after_the_grade(tmp_pat
         nbformat.write(nb, target / assignment.release.name)
         (target / "timestamp.txt").write_text("2026-11-27 12:00:00.000000 UTC")
     try:
-        autograde(course, assignment.name)
+        autograde(course, assignment.name, fails_for=["kills_then_needs_helper"])
         assert not leftover_processes() and not planted_files()
         corrupt = course / "submitted" / "corrupt" / assignment.name
         corrupt.mkdir(parents=True)
@@ -461,7 +478,8 @@ def test_sandboxed_grading_holds_against_students_who_go_after_the_grade(tmp_pat
         from nbgrader.api import Gradebook
 
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-            autograded = {s: gradebook.find_submission(assignment.name, s).score for s in students}
+            autograded = {s: gradebook.find_submission(assignment.name, s).score for s in students
+                          if s != "kills_then_needs_helper"}  # nbgrader grades nothing of a notebook whose kernel died
         results = regrade.regrade(course, assignment.name, jobs=2, time_limit=60)
         time.sleep(2)  # a forger that outlived its sandbox would have rewritten the CSV by now
         assert all(ok for _, ok in regrade.verify(course, assignment.name))
@@ -481,7 +499,7 @@ def test_sandboxed_grading_holds_against_students_who_go_after_the_grade(tmp_pat
     rows = list(csv.DictReader((course / "regrade" / "lesson04.csv").read_text().splitlines()))
     flags = list(csv.DictReader((course / "regrade" / "lesson04-flags.csv").read_text().splitlines()))
     flagged = {f["student"] for f in flags}
-    assert {s for s in fooled if autograded[s] != honest[s]} <= flagged, report  # autograde fooled: flagged
+    assert {s for s in fooled if autograded.get(s) != honest[s]} <= flagged, report  # autograde fooled or silent: flagged
     assert "corrupt" in flagged and "correct" not in flagged and "names_library" not in flagged
     messages = {(r["student"], r["exercise"]): r["message"] for r in rows}
     for alias in ALIASES:

@@ -185,7 +185,7 @@ def test_exception_in_student_code_is_reported_with_its_line(check, correct):
 
 @pytest.mark.parametrize(("check", "correct"), CHECKS[:3], ids=IDS[:3])
 def test_endless_loop_is_stopped(check, correct, monkeypatch):
-    monkeypatch.setattr(grading, "TIME_LIMIT_S", 0.3)
+    monkeypatch.setattr("vae_lite._checking.TIME_LIMIT_S", 0.3)
 
     def endless(*args):
         while True:
@@ -609,7 +609,7 @@ def test_a_function_cannot_change_the_checks_inputs_or_references():
 
 
 def test_a_retry_loop_that_catches_exception_is_still_stopped(monkeypatch):
-    monkeypatch.setattr(grading, "TIME_LIMIT_S", 0.3)
+    monkeypatch.setattr("vae_lite._checking.TIME_LIMIT_S", 0.3)
 
     def stubborn(mu, log_var):
         while True:
@@ -674,9 +674,10 @@ class _HintCollector:
     the strings (f-strings with their ``{...}`` parts as written) given as ``hint=`` or ``nonfinite_hint=``,
     the values of a ``shape_hints`` dict, and the first element of every tuple of a ``variants=`` list,
     following local names, tuple unpacking, comprehensions, starred lists and helper functions (nested or
-    module-level, e.g. ``_grad_variants``), and the module-level helpers of the two files a check calls."""
+    module-level, e.g. ``_grad_variants``), and the module-level helpers a check calls, in those two files
+    and in the machinery of vae_lite/_checking.py (``call``, ``as_array``, ...)."""
 
-    FILES = ("grading.py", "_checks_training.py")
+    FILES = ("grading.py", "_checks_training.py", "_checking.py")
 
     def __init__(self):
         root = os.path.dirname(os.path.abspath(grading.__file__))

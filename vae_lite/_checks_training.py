@@ -1,8 +1,8 @@
 """Checks of lesson 6's model exercises: the encoder, the decoder, the loss through them, one training step.
 
-Re-exported by :mod:`vae_lite.grading` (``grading.check_encoder`` …), whose machinery they use;
-a module of their own only to keep each file readable. The references are
-:mod:`vae_lite._reference`'s float64 NumPy network, back-propagation written out by hand,
+Re-exported by :mod:`vae_lite.grading` (``grading.check_encoder`` …) and built, as its checks
+are, on :mod:`vae_lite._checking`; a module of their own only to keep each file readable. The
+references are :mod:`vae_lite._reference`'s float64 NumPy network, back-propagation written out by hand,
 and Adam as its paper states it: nothing here trains or differentiates with the library.
 Weights are copied into the student's modules by the layer names the lesson prescribes.
 """
@@ -14,8 +14,19 @@ import optax
 from flax import nnx
 
 from vae_lite import _reference as R
-from vae_lite._checking import Case, as_array, expect_close, unpack
-from vae_lite.grading import _exercise, _f32, _f64, _passed, call
+from vae_lite._checking import (
+    Case,
+    _exercise,
+    _f32,
+    _f64,
+    _passed,
+    _TimeUp,
+    as_array,
+    call,
+    describe,
+    expect_close,
+    unpack,
+)
 
 ENCODER_LAYERS = ("hidden", "mu", "log_var")
 DECODER_LAYERS = ("hidden", "logits")
@@ -153,8 +164,10 @@ def _build(case, cls, args, label):
 def _compare_layout(case, module, expected, label, layers):
     try:
         got = {name: tuple(a.shape) for name, a in _flat(nnx.to_pure_dict(nnx.state(module, nnx.Param))).items()}
-    except Exception as error:  # noqa: BLE001 - whatever the student's module holds
-        case.fail(f"the parameters of your {label} could not be read ({type(error).__name__}: {error})",
+    except _TimeUp:
+        raise
+    except BaseException as error:  # noqa: BLE001 - whatever the student's module holds, or raises
+        case.fail(f"the parameters of your {label} could not be read ({describe(error)})",
                   hint="create each layer in __init__ and keep it as an attribute of the module, under the name "
                   "the exercise gives it")
     if got == expected:
@@ -354,7 +367,9 @@ def check_vae_loss(fn):
         try:
             got_flat = flat({k: np.asarray(v) for k, v in
                              _flat(nnx.to_pure_dict(got_grads)).items()})
-        except Exception:  # noqa: BLE001 - a gradient tree of another shape
+        except _TimeUp:
+            raise
+        except BaseException:  # noqa: BLE001 - a gradient tree of another shape, or one that raises
             case.fail("the gradient of your loss could not be matched with the model's parameters",
                       hint="compute the loss from model.encoder and model.decoder only, with jax.numpy operations")
         expect_close(case, got_flat, flat(grads), rtol=1e-3, atol=1e-4, name="the gradient w.r.t. every parameter",
@@ -448,8 +463,9 @@ def check_train_step(fn):
         for t, (xb, key) in enumerate(zip(batches, keys, strict=True)):
             before = _vector(param_arrays(model))
             out = call(case, fn, model, optimizer, _f32(xb), key, what=f"your train_step (step {t + 1})")
-            if isinstance(out, (nnx.Module, nnx.Optimizer)) or (
-                    isinstance(out, (tuple, list)) and any(isinstance(o, (nnx.Module, nnx.Optimizer)) for o in out)):
+            kinds = (nnx.Module, nnx.Optimizer)  # by the actual type: a student's __class__ runs no code here
+            if issubclass(type(out), kinds) or (
+                    type(out) in (tuple, list) and any(issubclass(type(o), kinds) for o in out)):
                 case.fail(f"train_step returned {type(out).__name__} (step {t + 1})",
                           hint="update the model in place through optimizer.update and return only the loss")
             loss = as_array(case, out, (), name=f"the loss returned by step {t + 1}")

@@ -1,4 +1,5 @@
-"""Check helpers for the graded exercises (the nbgrader test cells of lessons 1-8).
+"""The visible checks of the graded exercises (the nbgrader test cells of lessons 1-8), one
+``check_*`` per exercise, with each one's references and typical mistakes.
 
 Each ``check_*(fn)`` calls a student's function on a few fixed random inputs and compares
 it with an independent reference (closed forms, NumPy in float64, the exact
@@ -13,19 +14,17 @@ before the student's function sees them. Usage in a test cell::
     from vae_lite import grading
     print(grading.check_kl_normal_std(kl_to_standard_normal))
 
+The machinery that calls the student's function, reads and compares what it returned and
+writes the messages is :mod:`vae_lite._checking` (:data:`TIME_LIMIT_S` and :func:`call`
+are re-exported here; the limit a check obeys is ``_checking.TIME_LIMIT_S``). Lesson 6's
+checks of the student's modules live in :mod:`vae_lite._checks_training` and are reached
+from here (``grading.check_encoder`` ...).
+
 These visible checks teach; they run in the student's kernel, so they are not what makes a
 grade trustworthy. The test cells' hidden tests (fresh random inputs, their own NumPy
 references) and ``classroom/regrade.py`` (a clean process per submission) are.
 """
 
-import contextlib
-import functools
-import importlib
-import os
-import signal
-import threading
-import traceback
-import types
 from statistics import NormalDist
 
 import jax
@@ -33,193 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_lite import _reference as R
-from vae_lite._checking import Case, as_array, expect_close, unpack
+from vae_lite._checking import TIME_LIMIT_S as TIME_LIMIT_S  # re-exported: grading.TIME_LIMIT_S
+from vae_lite._checking import Case, _exercise, _f32, _f64, _passed, as_array, call, expect_close, unpack
 from vae_lite.posterior import LinearGaussian
-
-TIME_LIMIT_S = 20.0
-"""Seconds one check may take in all, every call of the student's function included. Below
-nbgrader's default cell timeout (30 s), so the student sees this message rather than a bare
-interrupt; a plain vectorised solution needs a few seconds even on a loaded 2-core machine."""
-
-_LIBRARY = ("vae_lite", "jax", "jaxlib", "numpy", "scipy", "flax", "optax", "functools", "builtins")
-
-
-class _TimeUp(BaseException):
-    """Raised by a check's alarm; a BaseException, so a student's ``except Exception`` cannot swallow it."""
-
-
-class _ExitCalled(Exception):
-    """What ``os._exit`` raises while a student's function runs, instead of ending the kernel."""
-
-
-@contextlib.contextmanager
-def _alarm(seconds):
-    """Raise :class:`_TimeUp` in the main thread after ``seconds`` (and every 0.5 s after that)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise _TimeUp()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
-def _no_process_exit():
-    """While a student's function runs, ``os._exit`` raises instead of killing the kernel (restored after)."""
-    real_exit = os._exit
-
-    def refuse(status=0):
-        raise _ExitCalled(f"os._exit({status})")
-
-    os._exit = refuse
-    try:
-        yield
-    finally:
-        os._exit = real_exit
-
-
-def _slow_hint():
-    return "vectorise (no Python loop over samples, pixels or grid points), or look for a loop that never ends"
-
-
-def call(case, fn, *args, what="your function"):
-    """``fn(*args)``, or a teaching ``AssertionError`` if it raises, exits or runs out of time."""
-    if not callable(fn):
-        case.fail(f"expected a function, got {type(fn).__name__}", hint="pass the function itself, without calling it")
-    try:
-        with _no_process_exit():
-            return fn(*args)
-    except NotImplementedError:
-        problem = f"{what} is not implemented yet"
-        hint = "replace `raise NotImplementedError()` with your solution, run that cell, then this one"
-    except _TimeUp:
-        problem = f"{what} took longer than {TIME_LIMIT_S:.0f} s (the time limit of this check)"
-        hint = _slow_hint()
-    except (SystemExit, _ExitCalled) as error:
-        problem = f"{what} tried to end the program ({type(error).__name__}: {error})"
-        hint = "a function returns its result: remove exit(), sys.exit() or os._exit()"
-    except AssertionError:
-        raise
-    except Exception as error:  # any student error becomes a message
-        message = str(error).strip().splitlines()
-        problem = f"{what} raised {type(error).__name__}{_where(error)}: {message[0][:300] if message else ''}"
-        hint = (
-            "check the shapes of the inputs above against the docstring; "
-            "print intermediate shapes to find the line that goes wrong"
-        )
-    case.fail(problem, hint=hint)  # outside the except block: no chained traceback
-
-
-def _where(error):
-    """`` at line N (code)`` for the innermost frame of the student's code, or ''."""
-    own = os.path.dirname(__file__)
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not f.filename.startswith(own) and not any(f"/{m}/" in f.filename for m in _LIBRARY)
-              and not f.filename.endswith("contextlib.py")]
-    if not frames:
-        return ""
-    frame = frames[-1]
-    return f" at line {frame.lineno} ({frame.line.strip() if frame.line else frame.name})"
-
-
-def _library_answer(fn, solutions):
-    """The dotted name of the first of ``solutions`` (``"module.function"`` in vae_lite) that ``fn``
-    is, wraps or uses, else None.
-
-    Follows ``functools.partial``, ``__wrapped__`` (``jax.jit``), bound methods, and the
-    globals, closure variables and module attributes named in the code of ``fn`` and of the
-    student's own helpers it uses (not into the library, which may call itself).
-    """
-    targets = {}
-    for dotted in solutions:
-        module, name = dotted.rsplit(".", 1)
-        target = getattr(importlib.import_module(f"vae_lite.{module}"), name)
-        while target is not None:
-            targets[id(target)] = dotted
-            target = getattr(target, "__wrapped__", None)
-    seen, todo = set(), [fn]
-    while todo and len(seen) < 500:
-        obj = todo.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if id(obj) in targets:
-            return targets[id(obj)]
-        if isinstance(obj, functools.partial):
-            todo += [obj.func, *obj.args, *obj.keywords.values()]
-            continue
-        todo += [getattr(obj, attr) for attr in ("__wrapped__", "__func__") if hasattr(obj, attr)]
-        code = getattr(obj, "__code__", None)
-        if not isinstance(code, types.CodeType) or str(getattr(obj, "__module__", "")).split(".")[0] in _LIBRARY:
-            continue
-        names, codes = set(), [code]
-        while codes:
-            c = codes.pop()
-            names.update(c.co_names)
-            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
-        found = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
-        found += [obj.__globals__[n] for n in names if n in getattr(obj, "__globals__", {})]
-        found += [getattr(m, n) for m in found if isinstance(m, types.ModuleType) for n in names if hasattr(m, n)]
-        todo += [f for f in found if callable(f) or isinstance(f, functools.partial)]
-    return None
-
-
-def _filled(cell):
-    try:
-        cell.cell_contents  # noqa: B018 - an empty cell raises ValueError
-    except ValueError:
-        return False
-    return True
-
-
-def _exercise(*solutions):
-    """Decorator of a ``check_*``: reject the library's own answer (``solutions``: ``"module.function"``
-    in vae_lite), and give the whole check :data:`TIME_LIMIT_S`."""
-
-    def decorate(check):
-        @functools.wraps(check)
-        def run(fn):
-            used = _library_answer(fn, solutions) if callable(fn) else None
-            if used:
-                Case(check.__name__, 0, 1).fail(
-                    f"your function is, or uses, vae_lite.{used}: the library's own answer to this exercise",
-                    hint="write it yourself with jax.numpy; the lesson compares your version with the library's")
-            try:
-                with _alarm(TIME_LIMIT_S):
-                    return check(fn)
-            except _TimeUp:
-                pass
-            Case(check.__name__, 0, 1).fail(f"the check took longer than {TIME_LIMIT_S:.0f} s in all",
-                                             hint=_slow_hint())
-
-        run.library_answers = solutions  # read by classroom/regrade.py's scan of the student's code
-        return run
-
-    return decorate
-
-
-def _f32(a):
-    return jnp.asarray(a, dtype=jnp.float32)
-
-
-def _f64(a):
-    """A read-only float64 copy: a student's function cannot change a check's inputs or references."""
-    copy = np.array(a, dtype=np.float64)
-    copy.flags.writeable = False
-    return copy
-
-
-def _passed(check, total):
-    return f"{check}: passed on {total} test inputs."
-
 
 _bernoulli_log_pmf, _logsumexp, _kl_std, _lbeta = R.bernoulli_log_pmf, R.logsumexp, R.kl_std, R.log_beta
 
