@@ -25,6 +25,8 @@ grade trustworthy. The test cells' hidden tests (fresh random inputs, their own 
 references) and ``classroom/regrade.py`` (a clean process per submission) are.
 """
 
+import importlib
+import importlib.util
 from statistics import NormalDist
 
 import jax
@@ -911,19 +913,24 @@ def check_inverse_cdf_grid(fn):
 
 
 
-# ---------------------------------------------------------------- lesson 6's modules, loss and step
-_MODULE_CHECKS = ("check_decoder", "check_encoder", "check_train_step", "check_vae_loss")  # in _checks_training
+# ---------------------------------------------------------------- checks that live in their own modules
+# check name -> private module (imported on first use: each builds on this module's machinery)
+_MODULE_CHECKS = {
+    "check_decoder": "_checks_training", "check_encoder": "_checks_training",  # lesson 6's modules, loss, step
+    "check_train_step": "_checks_training", "check_vae_loss": "_checks_training",
+    "check_fair_generator": "_checks_generation",  # lesson 2: a Gaussian fitted to an autoencoder's codes
+    "check_iwae_bound": "_checks_bounds",  # lesson 4: the importance-weighted bound
+    "check_full_covariance_elbo": "_checks_full_covariance",  # lesson 7: a richer q
+}
 
 
 def __getattr__(name):
-    """``grading.check_encoder`` and the other checks of lesson 6's modules, from :mod:`vae_lite._checks_training`
-    (imported on first use: it builds on this module)."""
+    """``grading.check_encoder`` and the other checks listed in :data:`_MODULE_CHECKS`, from their modules."""
     if name in _MODULE_CHECKS:
-        from vae_lite import _checks_training
-
-        return getattr(_checks_training, name)
+        return getattr(importlib.import_module(f"vae_lite.{_MODULE_CHECKS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted([*globals(), *_MODULE_CHECKS])
+    available = [n for n, m in _MODULE_CHECKS.items() if importlib.util.find_spec(f"vae_lite.{m}") is not None]
+    return sorted([*globals(), *available])
