@@ -15,7 +15,7 @@ __version__ = "0.2.0"
 
 CORE = ("distributions", "networks", "training", "checkpoints", "data", "plotting", "widgets", "grading", "classifier",
         "zoo")
-LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "explorer")
+LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "gaps", "explorer")
 __all__ = [*CORE, *LESSONS, "__version__"]
 
 
