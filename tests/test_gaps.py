@@ -72,9 +72,9 @@ def test_log_evidence_and_both_gaps_match_the_closed_forms(model, computed):
         assert g.approximation_gap[i] > 0.01  # a correlated posterior: no diagonal q reaches it
 
 
-def test_refinement_keeps_q_after_each_listed_number_of_steps(computed):
+def test_refinement_keeps_q_after_every_step(computed):
     _, mus, log_vars, g = computed
-    assert g.mu.shape == (3, len(gaps.STEPS), 2) and g.elbo.shape == (3, len(gaps.STEPS))
+    assert g.mu.shape == (3, gaps.NUM_STEPS + 1, 2) and g.elbo.shape == (3, gaps.NUM_STEPS + 1)
     np.testing.assert_allclose(g.mu[:, 0], mus, rtol=1e-6)  # K = 0 is the start itself
     np.testing.assert_allclose(g.log_var[:, 0], log_vars, rtol=1e-6)
     assert np.all(g.elbo[:, -1] > g.elbo[:, 0] + 0.1) and np.all(g.elbo <= g.log_evidence[:, None] + 1e-4)
@@ -103,13 +103,13 @@ def test_the_widget_shows_the_chosen_image_and_step_and_refuses_what_it_has_not_
     _, _, _, g = computed
     w = gaps.gap_widget(g, ["a", "b", "c"], index=1)
     first = w.png
-    w.step_slider.value = gaps.STEPS[-1]
+    w.step_slider.value = gaps.NUM_STEPS
     assert w.png != first and w.readout["elbo_k"] == pytest.approx(g.elbo[1, -1])
     assert w.readout["closed"] == pytest.approx(1.0)
     w.image_menu.value = 2
     assert w.readout["log_evidence"] == pytest.approx(g.log_evidence[2])
     assert "approximation gap" in "\n".join(w.caption()) and w.static_png[:4] == b"\x89PNG"
-    for bad in ({"index": 3}, {"index": -1}, {"steps": 7}):
+    for bad in ({"index": 3}, {"index": -1}, {"steps": gaps.NUM_STEPS + 1}, {"steps": 2.5}):
         with pytest.raises(ValueError):
             gaps.gap_widget(g, **bad)
     with pytest.raises(ValueError, match="one label per image"):

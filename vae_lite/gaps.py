@@ -10,8 +10,8 @@ For a VAE with a 2-d latent the exact posterior p(z | x) can be computed on a gr
 
 with q_φ the encoder's diagonal Gaussian and q* the best diagonal Gaussian for this image.
 :func:`refine_on_grid` starts at q_φ and takes Adam steps on KL(q ‖ p(z|x)), computed by
-quadrature on the image's grid (deterministic, no sampling), keeping q after each of
-:data:`STEPS` steps; the last is q*. :func:`gap_widget` shows them: pick an image, move K.
+quadrature on the image's grid (deterministic, no sampling), keeping q after every step up to
+:data:`NUM_STEPS`; the last is q*. :func:`gap_widget` shows them: pick an image, move K.
 """
 
 from typing import NamedTuple
@@ -28,8 +28,8 @@ from vae_lite import _args
 from vae_lite.posterior import make_grid
 from vae_lite.widgets import View
 
-STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
-"""Numbers of refinement steps kept: 0 is the encoder's q, the last is taken as q*."""
+NUM_STEPS = 500
+"""Refinement steps taken; q after every step 0 (the encoder's q) ... NUM_STEPS (taken as q*) is kept."""
 
 
 class ImageGrids(NamedTuple):
@@ -42,13 +42,13 @@ class ImageGrids(NamedTuple):
 
 
 class Gaps(NamedTuple):
-    """Everything the picture shows, for N images and the refinement steps :data:`STEPS`."""
+    """Everything the picture shows, for N images and K = 0 ... :data:`NUM_STEPS` refinement steps."""
 
     grids: ImageGrids
     log_evidence: np.ndarray  # (N,): log p(x) = log sum_g p(x, z_g) * cell, by quadrature
-    mu: np.ndarray  # (N, len(STEPS), 2): q's mean after each number of steps (index 0: the encoder's)
-    log_var: np.ndarray  # (N, len(STEPS), 2): q's log-variance after each number of steps
-    elbo: np.ndarray  # (N, len(STEPS)): ELBO(q) = log p(x) - KL(q || p(z|x)), both on the grid
+    mu: np.ndarray  # (N, NUM_STEPS + 1, 2): q's mean after K steps (K = 0: the encoder's)
+    log_var: np.ndarray  # (N, NUM_STEPS + 1, 2): q's log-variance after K steps
+    elbo: np.ndarray  # (N, NUM_STEPS + 1): ELBO(q) = log p(x) - KL(q || p(z|x)), both on the grid
 
     @property
     def approximation_gap(self):
@@ -115,19 +115,17 @@ def _refine(points, log_joint, cell_volume, mu, log_var, learning_rate):
         return (optax.apply_updates(q, updates), state), (q, value)
 
     q0 = (mu, log_var)
-    (q_last, _), (path, kls) = jax.lax.scan(step, (q0, optimizer.init(q0)), None, length=STEPS[-1])
+    (q_last, _), (path, kls) = jax.lax.scan(step, (q0, optimizer.init(q0)), None, length=NUM_STEPS)
     kl_last = _kl_on_grid(q_last, points, log_post, log_cell)
-    mus = jnp.concatenate([path[0], q_last[0][None]])  # q after 0, 1, ..., STEPS[-1] steps
+    mus = jnp.concatenate([path[0], q_last[0][None]])  # q after 0, 1, ..., NUM_STEPS steps
     log_vars = jnp.concatenate([path[1], q_last[1][None]])
-    kls = jnp.concatenate([kls, kl_last[None]])
-    index = jnp.asarray(STEPS)
-    return log_evidence, mus[index], log_vars[index], log_evidence - kls[index]
+    return log_evidence, mus, log_vars, log_evidence - jnp.concatenate([kls, kl_last[None]])
 
 
 def refine_on_grid(grids, mu, log_var, learning_rate=0.05):
     """Adam on KL(q || p(z|x)) by quadrature, from each image's ``(mu, log_var)`` (the encoder's q).
 
-    Returns a :class:`Gaps`: q and its ELBO after each of :data:`STEPS` steps, per image, and log p(x).
+    Returns a :class:`Gaps`: q and its ELBO after K = 0 ... :data:`NUM_STEPS` steps, per image, and log p(x).
     """
     out = jax.vmap(_refine, in_axes=(0, 0, 0, 0, 0, None))(
         grids.points, grids.log_joint, grids.cell_volume, jnp.asarray(mu), jnp.asarray(log_var), learning_rate)
@@ -143,7 +141,7 @@ def _ellipse(mu, log_var):
 
 def draw_image(ax, gaps, i, steps=None):
     """Draw image ``i`` of ``gaps`` on a matplotlib ``ax``: p(z | x) on the grid (grey), the encoder's q
-    (orange, dashed) and q* (blue, dotted); with ``steps`` (one of :data:`STEPS`) also q after that many
+    (orange, dashed) and q* (blue, dotted); with ``steps`` (0 ... :data:`NUM_STEPS`) also q after that many
     steps (blue). Returns the line of q after K steps (empty when ``steps`` is None), for a caller to move."""
     ax.clear()
     axes = np.asarray(gaps.grids.axes[i])
@@ -151,8 +149,8 @@ def draw_image(ax, gaps, i, steps=None):
     density = np.exp(np.asarray(gaps.grids.log_joint[i], np.float64) - gaps.log_evidence[i]).reshape(num, num)
     ax.contourf(axes[0], axes[1], density.T, levels=12, cmap="Greys")
     ax.plot(*_ellipse(gaps.mu[i, 0], gaps.log_var[i, 0]), "C1--", lw=1.5, label="encoder's q (K = 0)")
-    ax.plot(*_ellipse(gaps.mu[i, -1], gaps.log_var[i, -1]), "C0:", lw=1, label=f"q* (K = {STEPS[-1]})")
-    k = None if steps is None else STEPS.index(steps)
+    ax.plot(*_ellipse(gaps.mu[i, -1], gaps.log_var[i, -1]), "C0:", lw=1, label=f"q* (K = {NUM_STEPS})")
+    k = steps
     (line,) = ax.plot(*([], []) if k is None else _ellipse(gaps.mu[i, k], gaps.log_var[i, k]), "C0", lw=2,
                       animated=steps is None, label="q after K steps")
     ax.set_xlabel("$z_1$")
@@ -176,14 +174,15 @@ class GapWidget(View):
             raise ValueError(f"expected one label per image ({num_images}), got {len(labels)}.")
         if not isinstance(index, (int, np.integer)) or not 0 <= index < num_images:
             raise ValueError(f"index must be an image number from 0 to {num_images - 1}, got {index!r}.")
-        if steps not in STEPS:
-            raise ValueError(f"steps must be one of {STEPS} (the refinement steps kept), got {steps!r}.")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= NUM_STEPS:
+            raise ValueError(f"steps must be a whole number from 0 to {NUM_STEPS} (the refinement steps kept), "
+                             f"got {steps!r}.")
         options = [(f"{label}: amortization gap {a:.2f}, approximation gap {b:.2f}", i) for i, (label, a, b)
                    in enumerate(zip(labels, gaps.amortization_gap, gaps.approximation_gap, strict=True))]
         self.image_menu = widgets.Dropdown(options=options, value=int(index), description="image",
                                            layout=widgets.Layout(width="520px"))
-        self.step_slider = widgets.SelectionSlider(options=list(STEPS), value=steps, description="K steps",
-                                                   continuous_update=True)
+        self.step_slider = widgets.IntSlider(value=int(steps), min=0, max=NUM_STEPS, description="K steps",
+                                             continuous_update=True)
         self.text, self.gap_text = widgets.HTML(), widgets.HTML()
         self._figure()
         self.image_menu.observe(self._redraw_image, names="value")
@@ -216,7 +215,7 @@ class GapWidget(View):
         self.background = self.canvas.copy_from_bbox(self.fig.bbox)
 
     def picture(self):
-        g, i, k = self.gaps, self.index, STEPS.index(self.steps)
+        g, i, k = self.gaps, self.index, self.steps
         if self.background is None:
             self._draw_background()
         self.canvas.restore_region(self.background)
