@@ -32,7 +32,7 @@ CATALOGUE = {
     1: [("ex01_image_log_lik", "image_log_likelihood", "check_image_log_likelihood"),
         ("ex01_shared_theta", "shared_theta_log_marginal", "check_shared_theta_log_marginal")],
     2: [("ex02_mixture_sample", "sample_mixture", "check_mixture_sampling"),
-        ("ex02_mixture_log_lik", "mixture_log_likelihood", "check_mixture_log_likelihood")],
+        ("ex02_fair_generator", "sample_fitted_gaussian", "check_fair_generator")],
     3: [("ex03_grid_normalize", "normalize_on_grid", "check_grid_normalization"),
         ("ex03_naive_mc", "naive_log_evidence", "check_naive_log_evidence")],
     4: [("ex04_elbo", "elbo_estimate", "check_elbo"), ("ex04_kl", "kl_to_standard_normal", "check_kl_normal_std")],

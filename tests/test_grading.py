@@ -38,12 +38,11 @@ def sample_mixture(key, weights, probs, num_samples):
     return z, jax.random.bernoulli(key_x, probs[z]).astype(jnp.float32)
 
 
-def _component_log_liks(x, probs):
-    return jnp.sum(x * jnp.log(probs) + (1 - x) * jnp.log1p(-probs), axis=1)
-
-
-def mixture_log_likelihood(x, weights, probs):
-    return jax.nn.logsumexp(jnp.log(weights) + _component_log_liks(x, probs))
+def sample_fitted_gaussian(key, codes, num_samples):
+    mean = jnp.mean(codes, axis=0)
+    centred = codes - mean
+    root = jnp.linalg.cholesky(centred.T @ centred / codes.shape[0])
+    return mean + jax.random.normal(key, (num_samples, codes.shape[1])) @ root.T
 
 
 def normalize_on_grid(log_joint_values, cell_volume):
@@ -104,7 +103,6 @@ CHECKS = [
     (grading.check_image_log_likelihood, image_log_likelihood),
     (grading.check_shared_theta_log_marginal, shared_theta_log_marginal),
     (grading.check_mixture_sampling, sample_mixture),
-    (grading.check_mixture_log_likelihood, mixture_log_likelihood),
     (grading.check_grid_normalization, normalize_on_grid),
     (grading.check_naive_log_evidence, naive_log_evidence),
     (grading.check_elbo, elbo_estimate),
@@ -132,12 +130,14 @@ def fails_with(check, fn, *fragments):
     return message
 
 
-MODULE_CHECKS = ["check_decoder", "check_encoder", "check_train_step", "check_vae_loss"]  # tests/test_checks_training.py
+# checks in modules of their own (grading._MODULE_CHECKS), each with its tests: tests/test_checks_<module>.py
+MODULE_CHECKS = ["check_decoder", "check_encoder", "check_train_step", "check_vae_loss", "check_fair_generator",
+                 "check_iwae_bound", "check_full_covariance_elbo"]
 
 
-def test_the_catalogue_has_exactly_nineteen_checks():
+def test_the_catalogue_has_exactly_twenty_one_checks():
     names = sorted(name for name in dir(grading) if name.startswith("check_"))
-    assert names == sorted(IDS + MODULE_CHECKS) and len(names) == 19
+    assert names == sorted(IDS + MODULE_CHECKS) and len(names) == 21
 
 
 @pytest.mark.parametrize(("check", "correct"), CHECKS, ids=IDS)
@@ -265,18 +265,6 @@ _good_x = lambda key, w, probs, z: jax.random.bernoulli(key, probs[z])  # noqa: 
 ])
 def test_mixture_sampling_mistakes(wrong, hint):
     fails_with(grading.check_mixture_sampling, wrong, hint)
-
-
-@pytest.mark.parametrize(("wrong", "hint"), [
-    (lambda x, w, probs: jnp.log(jnp.sum(w * jnp.prod(jnp.where(x == 1, probs, 1 - probs), axis=1))),
-     "underflows"),
-    (lambda x, w, probs: jnp.sum(w * _component_log_liks(x, probs)), "log is inside"),
-    (lambda x, w, probs: jax.nn.logsumexp(_component_log_liks(x, probs)), "forgot the mixture weights"),
-    (lambda x, w, probs: jnp.max(jnp.log(w) + _component_log_liks(x, probs)), "best component"),
-    (lambda x, w, probs: jnp.log(w) + _component_log_liks(x, probs), "one value per component"),
-])
-def test_mixture_log_likelihood_mistakes(wrong, hint):
-    fails_with(grading.check_mixture_log_likelihood, wrong, hint)
 
 
 def _grid(log_evidence_of):
@@ -534,7 +522,7 @@ LIBRARY_ANSWERS = [
     (grading.check_image_log_likelihood, factorization.image_log_likelihood),
     (grading.check_shared_theta_log_marginal, factorization.beta_bernoulli_log_marginal),
     (grading.check_mixture_sampling, sampling.sample_mixture),
-    (grading.check_mixture_log_likelihood, sampling.mixture_log_likelihood),
+    (grading.check_fair_generator, sampling.sample_fitted_gaussian),
     (grading.check_grid_normalization, posterior.normalize_on_grid),
     (grading.check_naive_log_evidence, posterior.naive_log_evidence),
     (grading.check_elbo, vae_elbo.elbo),
@@ -656,7 +644,7 @@ def test_checks_pass_correct_solutions_under_x64():
 # The 3-point exercises ask for a derivation: a wrong attempt gets the method, not the formula to copy.
 @pytest.mark.parametrize(("check", "wrong", "formula"), [
     (grading.check_shared_theta_log_marginal, lambda x, a, b: jnp.float32(-1.0), "log B(a + k, b + N - k) - log B(a, b)"),
-    (grading.check_mixture_log_likelihood, lambda x, w, p: jnp.float32(-1.0), "logsumexp"),
+    (grading.check_fair_generator, lambda key, codes, n: 7.0 + jax.random.normal(key, (n, codes.shape[1])), "cholesky"),
     (grading.check_grid_normalization, lambda v, c: (v, jnp.float32(0.0)), "logsumexp(values) + log(cell_volume)"),
     (grading.check_kl_normal_std, lambda mu, log_var: jnp.float32(1.0), "- 1 - log_var"),
     (grading.check_inverse_cdf_grid, lambda n: jnp.zeros(n), "(i + 0.5) / n"),
@@ -677,7 +665,8 @@ class _HintCollector:
     module-level, e.g. ``_grad_variants``), and the module-level helpers a check calls, in those two files
     and in the machinery of vae_lite/_checking.py (``call``, ``as_array``, ...)."""
 
-    FILES = ("grading.py", "_checks_training.py", "_checking.py")
+    FILES = ("grading.py", "_checks_training.py", "_checks_generation.py", "_checks_bounds.py",
+             "_checks_full_covariance.py", "_checking.py")
 
     def __init__(self):
         root = os.path.dirname(os.path.abspath(grading.__file__))
@@ -822,8 +811,9 @@ ANSWER_FRAGMENTS = {
     "check_mixture_sampling": ["categorical(key, jnp.log(weights)", "pass jnp.log(weights)",
                                "bernoulli(key, probs[z])", "probs[z]", "probs[z_s]", "probs[z, j]",
                                "shape=(num_samples,)"],
-    "check_mixture_log_likelihood": ["logsumexp(jnp.log(weights)", "jnp.log(weights) +", "log w_k + log p(x | z = k)",
-                                     "add log w_k", "log w_k inside the logsumexp", "logsumexp over k"],
+    "check_fair_generator": ["cholesky", "A A^T", "A @ A.T", "L L^T", "@ L.T", "eps @", "m + A", "mean + ",
+                             "rowvar=False", "centred.T @ centred", "eigh", "sqrtm", "multivariate_normal",
+                             "(z_i - m)(z_i - m)"],
     "check_grid_normalization": ["logsumexp(values) + log(cell_volume)", "logsumexp(log_joint_values)",
                                  "add log(cell_volume)", "+ log(cell_volume)", "includes log(cell_volume)",
                                  "carry the cell volume along as a log", "add its log",

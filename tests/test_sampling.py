@@ -1,4 +1,4 @@
-"""Tests for vae_lite.sampling against independent references (chi-square, brute force, numpy)."""
+"""Tests for vae_lite.sampling against independent references (chi-square, Kolmogorov-Smirnov, brute force, numpy)."""
 
 import itertools
 
@@ -111,6 +111,51 @@ def test_moment_matched_kl():
     np.testing.assert_allclose(sampling.moment_matched_kl(shifted), expected, rtol=0.03)
 
 
+def _codes(seed, n, mean, cov):
+    """``n`` float32 codes drawn from N(mean, cov) with NumPy (the data the generator is fitted to)."""
+    rng = np.random.default_rng(seed)
+    return rng.multivariate_normal(mean, cov, size=n).astype(np.float32)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_sample_fitted_gaussian_matches_the_codes_moments_and_distribution(jit):
+    fn = jax.jit(sampling.sample_fitted_gaussian, static_argnums=2) if jit else sampling.sample_fitted_gaussian
+    cov = np.array([[4.0, 1.8, -0.3], [1.8, 1.0, -0.1], [-0.3, -0.1, 0.25]])  # correlations 0.9, -0.3, -0.2
+    codes = _codes(0, 400, [3.0, -2.0, 0.5], cov)
+    num_samples = 50_000
+    z = np.asarray(fn(jax.random.key(1), jnp.asarray(codes), num_samples), dtype=np.float64)
+    assert z.shape == (num_samples, 3)
+    c = codes.astype(np.float64)
+    m, s = c.mean(0), np.cov(c, rowvar=False, bias=True)  # the maximum-likelihood fit
+    # 6 Monte Carlo standard errors per entry: se(mean_j)^2 = S_jj / N, se(C_jk)^2 = (S_jj S_kk + S_jk^2) / N
+    np.testing.assert_array_less(np.abs(z.mean(0) - m), 6 * np.sqrt(np.diag(s) / num_samples))
+    se_cov = np.sqrt((np.outer(np.diag(s), np.diag(s)) + s**2) / num_samples)
+    np.testing.assert_array_less(np.abs(np.cov(z, rowvar=False) - s), 6 * se_cov)
+    # the whole distribution, not only two moments: squared Mahalanobis distances are chi-square with d dof
+    diff = z - m
+    mahalanobis = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(s), diff)
+    assert stats.kstest(mahalanobis, stats.chi2(df=3).cdf).pvalue > 1e-3  # a correct sampler fails 1 in 1000
+
+
+def test_sample_fitted_gaussian_one_dimension_singular_codes_and_keys():
+    codes = _codes(2, 50, [1.5], [[0.09]])  # d = 1
+    z = np.asarray(sampling.sample_fitted_gaussian(jax.random.key(3), jnp.asarray(codes), 20_000), dtype=np.float64)
+    assert z.shape == (20_000, 1)
+    sd = codes.astype(np.float64).std()
+    np.testing.assert_allclose(z.std(), sd, rtol=6 * np.sqrt(0.5 / 20_000))
+    assert stats.kstest(z[:, 0], stats.norm(codes.astype(np.float64).mean(), sd).cdf).pvalue > 1e-3
+    # codes on a line in 2-D: a singular covariance; the samples stay on that line
+    t = np.linspace(-1.0, 1.0, 30)
+    line = np.stack([1.0 + 2.0 * t, -1.0 + 0.5 * t], axis=1).astype(np.float32)
+    z_line = np.asarray(sampling.sample_fitted_gaussian(jax.random.key(4), jnp.asarray(line), 1000), dtype=np.float64)
+    assert np.all(np.isfinite(z_line))
+    np.testing.assert_allclose(z_line[:, 1], -1.0 + 0.25 * (z_line[:, 0] - 1.0), atol=1e-4)
+    # the key decides the samples
+    same = sampling.sample_fitted_gaussian(jax.random.key(3), jnp.asarray(codes), 20_000)
+    other = sampling.sample_fitted_gaussian(jax.random.key(5), jnp.asarray(codes), 20_000)
+    assert np.array_equal(np.asarray(same), z.astype(np.float32)) and not np.array_equal(np.asarray(other), np.asarray(same))
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="same K"):
         sampling.sample_mixture(jax.random.key(0), WEIGHTS[:2], PROBS, 5)
@@ -126,3 +171,13 @@ def test_bad_shapes_raise():
         sampling.nearest_distance(jnp.ones((2, 3)), jnp.ones((4, 5)))
     with pytest.raises(ValueError, match="n > d"):
         sampling.moment_matched_kl(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="n >= 2 codes"):
+        sampling.sample_fitted_gaussian(jax.random.key(0), jnp.ones(5), 3)
+    with pytest.raises(ValueError, match="n >= 2 codes"):
+        sampling.sample_fitted_gaussian(jax.random.key(0), jnp.ones((1, 3)), 3)
+    with pytest.raises(ValueError, match="floating"):
+        sampling.sample_fitted_gaussian(jax.random.key(0), jnp.ones((4, 2), dtype=jnp.int32), 3)
+    with pytest.raises(ValueError, match="random key"):
+        sampling.sample_fitted_gaussian(0, jnp.ones((4, 2)), 3)
+    with pytest.raises(ValueError, match="num_samples"):
+        sampling.sample_fitted_gaussian(jax.random.key(0), jnp.ones((4, 2)), 2.5)

@@ -204,50 +204,6 @@ def check_mixture_sampling(fn):
     return _passed("check_mixture_sampling", 3)
 
 
-@_exercise("sampling.mixture_log_likelihood")
-def check_mixture_log_likelihood(fn):
-    """Lesson 2, ``ex02_mixture_log_lik``: ``mixture_log_likelihood(x (D,), weights (K,), probs (K, D))``.
-
-    Reference: ``log sum_k w_k prod_j Bern(x_j; probs_kj)`` in float64 (the last input has
-    784 pixels, where the product underflows unless one works in log space).
-    """
-    rng = np.random.default_rng(4)
-    shapes = ((3, 6), (2, 10), (4, 784))
-    for i, (num_k, size) in enumerate(shapes):
-        x = _f64(rng.random(size) < 0.5)
-        weights = _f64(_f32(rng.dirichlet(np.full(num_k, 2.0))))
-        probs = _f64(_f32(rng.uniform(0.05, 0.95, (num_k, size))))
-        case = Case("check_mixture_log_likelihood", i, len(shapes), {"x": x, "weights": weights, "probs": probs})
-        per_k = _bernoulli_log_pmf(x, probs).sum(axis=1)  # (K,)
-        ref = _logsumexp(np.log(weights) + per_k)
-        got = as_array(case, call(case, fn, _f32(x), _f32(weights), _f32(probs)), (),
-            shape_hints={(num_k,): "one value per component: p(x) combines the K components into one number "
-                         "(the log of a weighted sum, made from the logs of its terms)",
-                         (size,): "one value per pixel: within a component the pixels are independent, so first "
-                         "reduce them to one log-likelihood per component, then combine the components"},
-            nonfinite_hint="with many pixels the product of probabilities underflows to 0 and log(0) = -inf: "
-            "stay in log space: never form a component's likelihood itself, only its log, and combine the K logs "
-            "without exponentiating them one by one")
-        expect_close(case, got, ref, rtol=1e-4, atol=1e-3,
-            hint="log p(x) is the log of a sum over k of w_k p(x | z = k): write the log of each term (a weight "
-            "times a likelihood) from quantities that do not underflow, and combine the K logs without "
-            "exponentiating them one by one",
-            variants=[
-                ("the log is inside the sum over components: you took a weighted sum of the log-likelihoods, but "
-                 "the mixture sums the (weighted) likelihoods and takes the log at the end", weights @ per_k),
-                ("you forgot the mixture weights: every component's term carries its weight w_k, in log space too",
-                 _logsumexp(per_k)),
-                ("you added the weight w_k itself to a log-likelihood: what does multiplying by w_k become in "
-                 "log space?", _logsumexp(weights + per_k)),
-                ("you used equal weights 1/K; use the given weights", _logsumexp(per_k) - np.log(num_k)),
-                ("you kept only the best component (max): the mixture sums over ALL components, and a max is "
-                 "only the largest term of that sum", np.max(np.log(weights) + per_k)),
-                ("you returned the likelihood; return its log", np.exp(ref)),
-                ("the sign is flipped: this log-likelihood is <= 0", -ref),
-            ])
-    return _passed("check_mixture_log_likelihood", len(shapes))
-
-
 # ---------------------------------------------------------------- lesson 3
 @_exercise("posterior.normalize_on_grid")
 def check_grid_normalization(fn):

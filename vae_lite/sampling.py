@@ -6,7 +6,9 @@ Two generative stories with the same shape:
 * a continuous latent and a decoder network: z ~ N(0, I), x_j | z ~ Bernoulli(sigmoid(decoder(z))_j).
 
 Ancestral sampling draws the parent first, then the child given the parent. The mixture
-is fitted by expectation-maximisation (EM), one compiled ``jax.lax.scan``.
+is fitted by expectation-maximisation (EM), one compiled ``jax.lax.scan``. A plain
+autoencoder's decoder becomes a generator the same way once its codes get a density: the
+Gaussian fitted to them (:func:`sample_fitted_gaussian`).
 """
 
 from functools import partial
@@ -84,7 +86,7 @@ def mixture_log_likelihood(x, weights, probs):
         weights: ``(K,)``; probs: ``(K, pixels)`` in (0, 1).
 
     Returns:
-        ``(...)`` log-probabilities. Introduced in lesson 2 (exercise ``ex02_mixture_log_lik``).
+        ``(...)`` log-probabilities. Introduced in lesson 2.
     """
     return jax.nn.logsumexp(component_log_likelihoods(x, weights, probs), axis=-1)
 
@@ -259,3 +261,43 @@ def moment_matched_kl(z):
     cov = jnp.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
     _, log_det = jnp.linalg.slogdet(cov)
     return 0.5 * (jnp.trace(cov) + mean @ mean - z.shape[1] - log_det)
+
+
+def sample_fitted_gaussian(key, codes, num_samples):
+    r"""Samples from the Gaussian fitted to a cloud of codes: their mean and full covariance.
+
+    .. math:: m = \frac1n \sum_i z_i, \qquad S = \frac1n \sum_i (z_i - m)(z_i - m)^\top, \qquad
+        z = m + A\varepsilon, \;\; \varepsilon \sim \mathcal N(0, I_d), \;\; A A^\top = S
+
+    The maximum-likelihood Gaussian N(m, S) of the codes, and draws from it: z = m + A eps has
+    mean m and covariance A A^T = S for any square root A of S. Here A = U diag(sqrt(lambda)) from
+    the eigendecomposition S = U diag(lambda) U^T, which exists also when S is singular (codes that
+    fill fewer than d directions); round-off eigenvalues below 0 are set to 0. Lesson 2 uses it as a
+    fair generator for a plain autoencoder: decode samples of the simplest density fitted to the
+    codes its encoder actually produces, instead of samples of N(0, I).
+
+    Args:
+        key: a ``jax.random`` key.
+        codes: ``(n, d)`` codes, n >= 2 (e.g. ``autoencoder.code(x)``).
+        num_samples: how many draws.
+
+    Returns:
+        ``(num_samples, d)`` draws of N(m, S). Introduced in lesson 2 (exercise ``ex02_fair_generator``).
+    """
+    _args.prng_key("key", key)
+    _args.floating("codes", codes)
+    if jnp.ndim(codes) != 2 or jnp.shape(codes)[0] < 2:
+        raise ValueError(
+            f"codes must be (n, d) with n >= 2 codes, one per row, got shape {jnp.shape(codes)}; "
+            "for one latent dimension pass codes.reshape(-1, 1)."
+        )
+    _args.finite("codes", codes)
+    num_samples = _args.count("num_samples", num_samples)
+    codes = jnp.asarray(codes)
+    mean = jnp.mean(codes, axis=0)  # (d,)
+    centred = codes - mean  # centring first keeps float32 accurate when |m| is large
+    cov = centred.T @ centred / codes.shape[0]  # (d, d)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
+    root = eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))  # (d, d), root @ root.T = cov
+    eps = jax.random.normal(key, (num_samples, codes.shape[1]), dtype=codes.dtype)
+    return mean + eps @ root.T
