@@ -75,7 +75,8 @@ STACK = ("import inspect\n\nimport numpy as np\n\n\ndef {name}(*args):\n    for 
 
 
 def students(first, second, points):
-    """``{student: ({solution grade_id: code or None (blank)}, honest points)}`` for one lesson.
+    """``{student: ({solution grade_id: code or None (blank)}, honest points)}`` for one lesson, from its first two
+    exercises (any later one is left blank by every student).
 
     ``points``: ``{solution grade_id: the points of its graded test cell}`` (exercises are
     weighted by difficulty, so the honest total depends on which exercise a student got right).
@@ -147,7 +148,7 @@ def make_course(folder, num_copies=1):
     for assignment in assignments:
         released = nbformat.read(assignment.release, as_version=4)
         weights = {grade_id.removesuffix("_test"): p for grade_id, p in assignment.exercises}
-        for student, (code, points) in students(*weights, weights).items():
+        for student, (code, points) in students(*list(weights)[:2], weights).items():
             for copy in range(num_copies):
                 name = student if num_copies == 1 else f"{student}{copy:02d}"
                 nb = nbformat.from_dict(released)
