@@ -45,7 +45,8 @@ CATALOGUE = {
         ("ex06_model_loss", "vae_loss", "check_vae_loss"),
         ("ex06_train_step", "train_step", "check_train_step")],
     7: [("ex07_mf_step", "mean_field_step", "check_mean_field_step"),
-        ("ex07_refine", "refine", "check_refinement")],
+        ("ex07_refine", "refine", "check_refinement"),
+        ("ex07_full_cov", "full_covariance_elbo", "check_full_covariance_elbo")],
     8: [("ex08_interpolate", "interpolate", "check_interpolation"),
         ("ex08_inverse_cdf", "inverse_cdf_grid", "check_inverse_cdf_grid")],
 }

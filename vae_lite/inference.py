@@ -11,8 +11,14 @@ of a data set. Plain functions work; :func:`vae_point_log_joint` and :func:`line
 wrap a model as a ``jax.tree_util.Partial`` so its weights enter the compiled program as
 arguments rather than baked-in constants. Compilations are reused while the same log-joint
 object, shapes, ``num_samples`` and ``check_every`` come back.
+
+A richer family, to measure how much of the approximation gap is the family's diagonal: full-covariance
+Gaussians q = N(m, L Lᵀ), L lower-triangular with a positive diagonal (their Cholesky factor), sampled as
+z = m + L ε: :func:`full_covariance_elbo`, :func:`full_covariance_log_evidence_is` and, per data point
+like :func:`fit_mean_field`, :func:`fit_full_covariance`.
 """
 
+import functools
 import time
 from typing import NamedTuple
 
@@ -24,6 +30,7 @@ from jax.tree_util import Partial
 
 from vae_lite import _args
 from vae_lite import elbo as elbo_lib
+from vae_lite.distributions import LOG_2PI
 from vae_lite.posterior import decoder_log_joint
 
 
@@ -314,3 +321,215 @@ def gaussian_mean_field_optimum(mean, cov):
     precision_diag = jnp.diag(jnp.linalg.inv(cov))
     kl = 0.5 * (jnp.sum(jnp.log(precision_diag)) + jnp.linalg.slogdet(cov)[1])
     return jnp.asarray(mean), -jnp.log(precision_diag), kl
+
+
+# ---------------------------------------------------------------- a richer family: full-covariance Gaussians
+def _check_full_q(mean, chol):
+    """``(mean (d,), chol (d, d))`` as float arrays; on concrete values, chol must be lower-triangular with a
+    positive diagonal (its log-determinant is then the sum of the logs of its diagonal)."""
+    mean, chol = _args.float_array("mean", mean), _args.float_array("chol", chol)
+    d = jnp.shape(mean)[0] if jnp.ndim(mean) == 1 else None
+    if d is None or jnp.shape(chol) != (d, d):
+        raise ValueError(
+            f"Expected mean (latent_dim,) and chol (latent_dim, latent_dim), got mean: {jnp.shape(mean)} and "
+            f"chol: {jnp.shape(chol)}. Pass one latent vector's q (use jax.vmap over data points)."
+        )
+    _args.finite("mean", mean)
+    _check_factor("chol", chol)
+    return mean, chol
+
+
+def _check_factor(name, chol):
+    """Raise unless a concrete ``chol (..., d, d)`` is finite and lower-triangular with a positive diagonal."""
+    _args.finite(name, chol)
+    values = _args.concrete(chol)
+    if values is not None and (np.any(np.triu(values, 1) != 0) or np.any(np.diagonal(values, 0, -2, -1) <= 0)):
+        raise ValueError(
+            f"{name} must be lower-triangular with a positive diagonal (a Cholesky factor L of the covariance "
+            "L L^T); got nonzero entries above the diagonal or a diagonal entry <= 0. Factor a covariance with "
+            "jnp.linalg.cholesky(cov), or build L from its diagonal's logs and its strictly lower part."
+        )
+
+
+def _full_covariance_log_weights(key, log_joint, mean, chol, num_samples):
+    """``log p(x, z_s) - log q(z_s)``, ``(num_samples,)``, for z_s = mean + chol @ eps_s."""
+    eps = jax.random.normal(key, (num_samples, mean.shape[0]), mean.dtype)
+    z = mean + eps @ chol.T  # row s is mean + L eps_s
+    if num_samples <= elbo_lib.SAMPLE_BLOCK:
+        values = jax.vmap(log_joint)(z)  # the same memory as one block of lax.map, and quicker to compile
+    else:
+        values = jax.lax.map(log_joint, z, batch_size=elbo_lib.SAMPLE_BLOCK)  # memory stays flat in num_samples
+    _args.one_value_per_sample("log_joint", values, num_samples)
+    # log N(z_s; mean, L L^T): the quadratic form is |eps_s|^2 (L^-1 (z_s - mean) = eps_s), and
+    # log det(L L^T) = 2 sum_j log L_jj for a triangular L
+    log_q = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * mean.shape[0] * LOG_2PI
+    return values - log_q
+
+
+def full_covariance_elbo(key, log_joint, mean, chol, num_samples):
+    r"""Monte Carlo ELBO of a full-covariance Gaussian q = N(mean, L Lᵀ), sampled through its Cholesky factor L.
+
+    .. math:: \mathcal L(q) \approx \frac1S \sum_s \log p(x, z_s) - \log q(z_s), \quad
+        z_s = m + L\varepsilon_s, \ \varepsilon_s \sim \mathcal N(0, I), \quad
+        \log q(z_s) = -\tfrac d2 \log 2\pi - \textstyle\sum_j \log L_{jj} - \tfrac12 \lVert\varepsilon_s\rVert^2
+
+    The average of :math:`-\log q(z_s)` estimates the entropy
+    :math:`\mathbb H[q] = \tfrac d2 \log 2\pi e + \sum_j \log L_{jj}`; written per sample, as here, every
+    sample's log p(x, z_s) − log q(z_s) equals log p(x) when q is the exact posterior, so the estimate
+    is then exact for any ``num_samples``. Its gradient in (mean, L) is the same as with the closed-form
+    entropy (the two differ by :math:`\tfrac12(\lVert\varepsilon\rVert^2 - d)`, which does not depend on q).
+    ``eps`` is ``jax.random.normal(key, (num_samples, d))``, as :func:`vae_lite.elbo.elbo` draws it, so a
+    diagonal ``chol = diag(exp(log_var / 2))`` gives ``elbo.elbo(key, log_joint, mean, log_var, num_samples)``.
+
+    Args:
+        key: a ``jax.random`` key.
+        log_joint: ``z (latent_dim,) -> log p(x, z)`` (scalar).
+        mean: ``(latent_dim,)``.
+        chol: ``(latent_dim, latent_dim)`` lower-triangular with a positive diagonal; q's covariance is
+            ``chol @ chol.T``.
+        num_samples: number S of reparameterised samples.
+
+    Returns:
+        scalar estimate, differentiable in ``mean`` and ``chol``. Introduced in lesson 7.
+    """
+    _args.prng_key("key", key)
+    mean, chol = _check_full_q(mean, chol)
+    num_samples = _args.count("num_samples", num_samples)
+    return _full_covariance_elbo(key, _args.function("log_joint", log_joint), mean, chol, num_samples)
+
+
+@functools.partial(jax.jit, static_argnames="num_samples")
+def _full_covariance_elbo(key, log_joint, mean, chol, num_samples):
+    return jnp.mean(_full_covariance_log_weights(key, log_joint, mean, chol, num_samples))
+
+
+@functools.partial(jax.jit, static_argnames="num_samples")
+def _full_covariance_log_evidence(key, log_joint, mean, chol, num_samples):
+    log_w = _full_covariance_log_weights(key, log_joint, mean, chol, num_samples)
+    return jax.nn.logsumexp(log_w) - jnp.log(num_samples)  # log-mean-exp, stable
+
+
+def full_covariance_log_evidence_is(key, log_joint, mean, chol, num_samples):
+    r"""Importance-sampled log p(x) with q = N(mean, L Lᵀ) as the proposal (the IWAE bound of a full-covariance q).
+
+    .. math:: \log \hat p(x) = \log \frac1S \sum_s \frac{p(x, z_s)}{q(z_s)}, \quad z_s = m + L\varepsilon_s
+
+    :func:`vae_lite.elbo.log_evidence_is` for a full covariance: a lower bound in expectation that tightens
+    to log p(x) as S grows (exact for any S when q is the posterior). Args as for
+    :func:`full_covariance_elbo`; the same key draws the same samples. Returns a scalar. Introduced in lesson 7.
+    """
+    _args.prng_key("key", key)
+    mean, chol = _check_full_q(mean, chol)
+    num_samples = _args.count("num_samples", num_samples)
+    return _full_covariance_log_evidence(key, _args.function("log_joint", log_joint), mean, chol, num_samples)
+
+
+class FullCovarianceFit(NamedTuple):
+    """Result of :func:`fit_full_covariance`.
+
+    Attributes:
+        mean: ``(N, latent_dim)`` fitted means.
+        chol: ``(N, latent_dim, latent_dim)`` fitted lower-triangular factors with positive diagonals;
+            point i's q is N(mean[i], chol[i] chol[i]ᵀ).
+        elbo_trace: ``(num_steps,)`` the Monte Carlo ELBO averaged over points at each step (the noisy
+            estimate the gradient was taken from; re-estimate the final ELBO with :func:`full_covariance_elbo`
+            and more samples).
+    """
+
+    mean: jnp.ndarray
+    chol: jnp.ndarray
+    elbo_trace: np.ndarray
+
+
+def _chol_from(log_diag, lower):
+    """L = diag(e^{log_diag}) + the strictly lower part of ``lower``: lower-triangular, positive diagonal."""
+    return jnp.diag(jnp.exp(log_diag)) + jnp.tril(lower, -1)
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps", "num_samples"))
+def _fit_full_covariance(key, point_log_joint, x, params, learning_rate, *, num_steps, num_samples):
+    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.01))
+
+    def one_point(step_key, x_i, mean, log_diag, lower):
+        log_joint = Partial(_point, point_log_joint, x_i)
+        return jnp.mean(_full_covariance_log_weights(step_key, log_joint, mean, _chol_from(log_diag, lower),
+                                                     num_samples))
+
+    def negative_elbo(params, step_key):
+        per_point = jax.vmap(one_point)(jax.random.split(step_key, x.shape[0]), x, *params)
+        return -jnp.sum(per_point), jnp.mean(per_point)  # points are independent: sum = per-point steps
+
+    def step(carry, t):
+        params, opt_state = carry
+        grads, mean_elbo = jax.grad(negative_elbo, has_aux=True)(params, jax.random.fold_in(key, t))
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return (optax.apply_updates(params, updates), opt_state), mean_elbo
+
+    (params, _), trace = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(num_steps))
+    return params, trace
+
+
+def _point(point_log_joint, x_i, z):
+    return point_log_joint(x_i, z)
+
+
+def fit_full_covariance(
+    key, point_log_joint, x, *, latent_dim=None, init=None, num_steps=1000, learning_rate=1e-2, num_samples=8
+):
+    r"""Per-datapoint VI in a richer family: a full-covariance Gaussian N(m_i, L_i L_iᵀ) for every point.
+
+    .. math:: (m_i^*, L_i^*) = \arg\max_{m, L}\ \mathbb E_{q(z)}[\log p(x_i, z) - \log q(z)], \quad
+        q = \mathcal N(m, L L^\top), \quad i = 1..N
+
+    Adam (Optax) on :func:`full_covariance_elbo` of all points at once (``jax.vmap`` over points, one
+    compiled ``jax.lax.scan`` over steps, fresh noise at each step: step t uses ``fold_in(key, t)``), over an
+    unconstrained parameterisation of each L: the logs of its diagonal and its strictly lower part. The
+    step size decays from ``learning_rate`` to 1% of it along a cosine, so the noisy steps settle by the end.
+
+    Args:
+        key: a ``jax.random`` key.
+        point_log_joint: ``(x_i, z (latent_dim,)) -> log p(x_i, z)`` for one data point.
+        x: ``(N, ...)`` data points.
+        latent_dim: dimension of z; needed when ``init`` is None (then q starts at the prior N(0, I)).
+        init: optional ``(mean (N, latent_dim), chol (N, latent_dim, latent_dim))``, each chol lower-triangular
+            with a positive diagonal, e.g. a diagonal fit's ``(mu, jax.vmap(jnp.diag)(jnp.exp(0.5 * log_var)))``.
+        num_steps: Adam steps (>= 1).
+        learning_rate: Adam's initial step size.
+        num_samples: Monte Carlo samples per point per step.
+
+    Returns:
+        a :class:`FullCovarianceFit`. Introduced in lesson 7.
+    """
+    _args.prng_key("key", key)
+    num_steps = _args.count("num_steps", num_steps)
+    num_samples = _args.count("num_samples", num_samples)
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
+    x = jnp.asarray(x)
+    if init is None:
+        if latent_dim is None:
+            raise ValueError("Pass latent_dim (to start at the prior) or init=(mean, chol).")
+        latent_dim = _args.count("latent_dim", latent_dim)
+        init = (jnp.zeros((x.shape[0], latent_dim), x.dtype), jnp.broadcast_to(jnp.eye(latent_dim, dtype=x.dtype),
+                                                                              (x.shape[0], latent_dim, latent_dim)))
+    if len(init) != 2:
+        raise ValueError(f"init must be a pair (mean, chol), got {len(init)} arrays.")
+    mean, chol = (jnp.asarray(a, x.dtype) for a in init)
+    if len(jnp.shape(x)) < 1 or jnp.ndim(mean) != 2 or jnp.shape(mean)[0] != jnp.shape(x)[0]:
+        raise ValueError(f"Expected x (N, ...) and init's mean (N, latent_dim), got x: {jnp.shape(x)} and mean: "
+                         f"{jnp.shape(mean)}. Pass one row of init per data point.")
+    if latent_dim is not None and mean.shape[1] != latent_dim:
+        raise ValueError(f"latent_dim={latent_dim} but init has latent_dim {mean.shape[1]}.")
+    if jnp.shape(chol) != (*mean.shape, mean.shape[1]):
+        raise ValueError(f"Expected init's chol (N, latent_dim, latent_dim) = {(*mean.shape, mean.shape[1])}, "
+                         f"got {jnp.shape(chol)}.")
+    _args.finite("init's mean", mean)
+    _check_factor("init's chol", chol)
+    params = (mean, jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), jnp.tril(chol, -1))
+    params, trace = _fit_full_covariance(
+        key, _as_partial(point_log_joint), x, params, learning_rate, num_steps=num_steps, num_samples=num_samples
+    )
+    trace = np.asarray(trace)
+    if not np.all(np.isfinite(trace)):
+        raise FloatingPointError(f"The ELBO became {trace[~np.isfinite(trace)][0]} during the fit; lower learning_rate.")
+    return FullCovarianceFit(params[0], jax.vmap(_chol_from)(*params[1:]), trace)
