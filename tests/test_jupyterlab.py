@@ -1,4 +1,4 @@
-"""Lessons 04 and 08 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
+"""Lessons 04, 07 and 08 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
 
 The Voila test (``test_browser.py``) drives one widget in Voila; nbval runs the lessons without a browser.
 Neither sees what a student sees after ``make lessons``: JupyterLab's own front end, whose widget manager
@@ -6,7 +6,7 @@ has to find every widget model the kernel creates (a mismatch between ipywidgets
 shows up only there, as "Error displaying widget: model not found"). So this test
 
 * starts ``jupyter lab`` from the project's venv as ``make lessons`` does (loopback, no token) on a free
-  port, serving a temporary copy of lessons 04 and 08 with their outputs and saved widget state cleared
+  port, serving a temporary copy of lessons 04, 07 and 08 with their outputs and saved widget state cleared
   (JupyterLab autosaves, so the committed notebooks are never touched, and every output comes from this run);
 * opens each lesson in headless Debian Chromium through Playwright and runs it with JupyterLab's own
   menu command, Run > Run All Cells, waiting until no cell is left at ``[*]``;
@@ -15,7 +15,7 @@ shows up only there, as "Error displaying widget: model not found"). So this tes
 * checks the page: no "Error displaying widget", "model not found" or traceback, and every widget output
   of the saved notebook is rendered as a live widget;
 * types a new value into one slider's readout of the lesson's widget and checks that its picture (and, in
-  lesson 04, the ELBO / KL readout) changes.
+  lessons 04 and 07, the ELBO / KL or gaps readout) changes.
 
 The kernels use the bundled 8x8 digits (``VAE_LITE_DATASET=digits``) and an empty model cache, so the
 lessons train their models on the spot in seconds. Screenshots go to ``test-artifacts/``. The server, its
@@ -66,6 +66,7 @@ class Lesson:
 
 LESSONS = {
     "04_elbo": Lesson("04_elbo.ipynb", "elbo_widget("),
+    "07_mean_field_vs_amortized": Lesson("07_mean_field_vs_amortized.ipynb", "gaps.gap_widget("),
     "08_latent_explorer": Lesson("08_latent_explorer.ipynb", "explorer.latent_sliders("),
 }
 
@@ -306,7 +307,7 @@ def test_lesson_runs_in_jupyterlab_and_its_widget_responds(lab, browser, name):
         page.screenshot(path=ARTIFACTS / f"jupyterlab_{name}_slider.png")
         assert new_value != old_value, f"the slider readout stayed at {old_value}"
         assert output.locator(IMAGE).first.screenshot() != old_png, "the picture did not change"
-        if labels:  # lesson 04: log p(x) = ELBO + KL, recomputed for the new q
+        if labels:  # lesson 04: log p(x) = ELBO + KL, recomputed for the new q; lesson 07: the ELBO after K steps
             assert output.locator(".widget-html").all_inner_texts() != labels, "the readout did not change"
         print(f"\n{lesson.notebook}: opened and run in JupyterLab in {seconds:.0f} s; "
               f"{widget_views} widgets rendered; slider {old_value} -> {new_value}")
