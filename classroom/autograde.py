@@ -32,9 +32,10 @@ import regrade  # noqa: E402 - a sibling script, not a package
 def sandbox_command(course, nbgrader_args, memory_gib=8.0):
     """The bwrap command that runs ``nbgrader autograde`` with ``nbgrader_args`` in ``course`` (a resolved path)."""
     paths, package = regrade._package_paths()
+    # the private /tmp and home first: an environment or a course under /tmp is then bound inside them
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            *regrade._sandbox_binds(paths, package),
             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home/grader",
+            *regrade._sandbox_binds(paths, package),
             "--setenv", "HOME", "/home/grader", "--bind", str(course), str(course)]
     for name in ("source", "release", "submitted", "nbgrader_config.py"):
         if (course / name).exists():

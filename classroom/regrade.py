@@ -280,12 +280,13 @@ def child_command(write_fd, limits, sandbox=True):
     limits = json.dumps(limits)
     if not sandbox:
         return [*python, str(Path(__file__).resolve()), "--child", str(write_fd), limits]
+    # the private /tmp first: an environment or a checkout under /tmp is then bound inside it, not hidden by it
     return ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            *_sandbox_binds(paths, package),
-            "--ro-bind", str(Path(__file__).resolve()), "/grader/regrade.py",
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(SCRATCH_MIB * 2**20), "--tmpfs", "/tmp",
-            "--size", str(SCRATCH_MIB * 2**20), "--tmpfs", "/scratch", "--chdir", "/scratch",
+            "--size", str(SCRATCH_MIB * 2**20), "--tmpfs", "/scratch",
+            *_sandbox_binds(paths, package),
+            "--ro-bind", str(Path(__file__).resolve()), "/grader/regrade.py", "--chdir", "/scratch",
             "--", *python, "/grader/regrade.py", "--child", str(write_fd), limits]
 
 

@@ -117,3 +117,18 @@ def test_one_corrupt_submission_costs_only_its_own_points(tmp_path):
     assert {row["student"] for row in rows} == {"honest", "broken"}  # the class's grades were written
     with open(course / "regrade" / "lesson01-flags.csv") as f:
         assert {row["student"] for row in csv.DictReader(f)} == {"broken"}
+
+
+def test_an_environment_under_tmp_is_bound_inside_the_sandboxs_private_tmp(tmp_path, monkeypatch):
+    """bwrap mounts in order: a private /tmp mounted after the binds would hide a checkout or venv under /tmp
+    (a clone in /tmp, pytest's course folders), so both sandboxes mount it first."""
+    import autograde
+
+    package = tmp_path / "checkout" / "vae_lite"
+    package.mkdir(parents=True)
+    monkeypatch.setattr(regrade, "_package_paths", lambda: ([str(tmp_path / "checkout")], package))
+    for command in (regrade.child_command(3, {"memory_gib": 1, "cpu_s": 10}),
+                    autograde.sandbox_command(tmp_path / "course", ["lesson01"])):
+        private_tmp = command.index("/tmp", command.index("--tmpfs"))
+        binds = [i for i, arg in enumerate(command) if arg.startswith(str(tmp_path))]
+        assert binds and min(binds) > private_tmp, command
