@@ -27,8 +27,10 @@ import traceback
 import types
 from dataclasses import dataclass, field
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from vae_lite import _tripwires
 
@@ -160,6 +162,26 @@ def call(case, fn, *args, what="your function"):
             "print intermediate shapes to find the line that goes wrong"
         )
     case.fail(problem, hint=hint)  # outside the except block: no chained traceback
+
+
+_UNTRACEABLE = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+
+
+def compiled(fn, static_argnums=()):
+    """``fn`` under ``nnx.jit`` (one compiled program per input shape, where eager execution compiles
+    every operation separately, about 1 MB of memory each), or ``fn`` itself for code that cannot be
+    traced (NumPy on the inputs, Python branches on values), so that it fails or passes as written.
+    ``static_argnums``: arguments that fix shapes (a number of samples), as for ``jax.jit``."""
+    jitted = nnx.jit(fn, static_argnums=static_argnums)
+
+    def run(*args):
+        try:
+            return jitted(*args)
+        except _UNTRACEABLE:
+            return fn(*args)
+
+    return run
 
 
 # ---------------------------------------------------------------- the decorator of every check

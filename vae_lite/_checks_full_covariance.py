@@ -12,7 +12,7 @@ import math
 import jax
 import numpy as np
 
-from vae_lite._checking import Case, _exercise, _f32, _f64, _passed, as_array, call, expect_close
+from vae_lite._checking import Case, _exercise, _f32, _f64, _passed, as_array, call, compiled, expect_close
 from vae_lite.grading import _np_log_joint, _np_posterior
 from vae_lite.posterior import LinearGaussian
 
@@ -117,25 +117,6 @@ def _mistakes(model, x, mean, chol, ref):
 
 
 # ---------------------------------------------------------------- the check
-_UNTRACEABLE = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-                jax.errors.TracerIntegerConversionError)
-
-
-def _compiled(fn):
-    """``fn`` under ``jax.jit`` (one compiled program per input shape, where eager execution compiles every
-    operation separately), or ``fn`` itself for code that cannot be traced (NumPy on the inputs, Python
-    branches on values), so that it fails or passes as written."""
-    jitted = jax.jit(fn, static_argnums=4)  # num_samples
-
-    def run(*args):
-        try:
-            return jitted(*args)
-        except _UNTRACEABLE:
-            return fn(*args)
-
-    return run
-
-
 @_exercise("inference.full_covariance_elbo")
 def check_full_covariance_elbo(fn):
     """Lesson 7, ``ex07_full_cov``: ``full_covariance_elbo(key, log_joint, mean (d,), chol (d, d), num_samples)``
@@ -159,7 +140,7 @@ def check_full_covariance_elbo(fn):
              (21, 4000, ([-0.15, 0.1, 0.1], [[1.2, 0.0, 0.0], [0.6, 0.8, 0.0], [-0.5, 0.4, 1.1]])),
              (26, 1, None))
     d = 3  # one latent size and two sample counts: few shapes for JAX to compile the student's function for
-    student = _compiled(fn)
+    student = compiled(fn, static_argnums=4)  # num_samples fixes the shapes
     for i, (seed, num_samples, q) in enumerate(cases):
         model, x = correlated_model(seed, d + 3, d, 0.6)
         post_mean, post_cov, log_px = _np_posterior(model, x)

@@ -23,6 +23,7 @@ from vae_lite._checking import (
     _TimeUp,
     as_array,
     call,
+    compiled,
     describe,
     expect_close,
     unpack,
@@ -127,26 +128,6 @@ def vae_shapes(num_pixels, hidden, latent_dim):
     return {**_layer_shapes("encoder.", {"hidden": (num_pixels, hidden), "mu": (hidden, latent_dim),
                                          "log_var": (hidden, latent_dim)}),
             **_layer_shapes("decoder.", {"hidden": (latent_dim, hidden), "logits": (hidden, num_pixels)})}
-
-
-# ---------------------------------------------------------------- compiled calls
-_UNTRACEABLE = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-                jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
-
-
-def compiled(fn):
-    """``fn`` under ``nnx.jit`` (one compiled program per input shape, where eager execution compiles
-    every operation separately, about 1 MB of memory each), or ``fn`` itself for code that cannot be
-    traced (NumPy on the inputs, Python branches on values), so that it fails or passes as written."""
-    jitted = nnx.jit(fn)
-
-    def run(*args):
-        try:
-            return jitted(*args)
-        except _UNTRACEABLE:
-            return fn(*args)
-
-    return run
 
 
 # ---------------------------------------------------------------- the modules
