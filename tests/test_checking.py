@@ -8,6 +8,7 @@ import os
 
 import jax.numpy as jnp
 import pytest
+from _checks import fails_with  # tests/_checks.py
 
 from vae_lite import _checking, grading
 
@@ -16,14 +17,6 @@ def kl(mu, log_var):
     return 0.5 * jnp.sum(mu**2 + jnp.exp(log_var) - 1 - log_var)
 
 
-def fails_with(check, fn, *fragments):
-    """Run ``check(fn)``, expect an AssertionError whose message contains every fragment."""
-    with pytest.raises(AssertionError) as info:
-        check(fn)
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in message:\n{message}"
-    return message
 
 
 def returning(value):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _checks import fails_with  # tests/_checks.py
 from flax import nnx
 
 from vae_lite import _reference as R
@@ -50,14 +51,6 @@ def train_step(model, optimizer, x, key):
     return loss
 
 
-def fails_with(check, fn, *fragments):
-    with pytest.raises(AssertionError) as info:
-        check(fn)
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in message:\n{message}"
-    assert "Traceback" not in message
-    return message
 
 
 # ------------------------------------------------------------ the references, independently
