@@ -118,6 +118,20 @@ def _chunk(
 _chunk_jit = jax.jit(_chunk, static_argnames=("length", "num_samples"))
 
 
+def _fit_arguments(key, x, num_steps, num_samples, learning_rate, latent_dim, init, init_form):
+    """The checks both fitting routines share: ``(x as an array, num_steps, num_samples, latent_dim)``, where
+    ``latent_dim`` is checked (and needed) only without ``init``."""
+    _args.prng_key("key", key)
+    num_steps, num_samples = _args.count("num_steps", num_steps), _args.count("num_samples", num_samples)
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
+    if init is None:
+        if latent_dim is None:
+            raise ValueError(f"Pass latent_dim (to start at the prior) or {init_form}.")
+        latent_dim = _args.count("latent_dim", latent_dim)
+    return jnp.asarray(x), num_steps, num_samples, latent_dim
+
+
 def fit_mean_field(
     key,
     point_log_joint,
@@ -159,17 +173,10 @@ def fit_mean_field(
     Returns:
         a :class:`MeanFieldFit`. Introduced in lesson 7.
     """
-    _args.prng_key("key", key)
-    num_steps = _args.count("num_steps", num_steps)
     check_every = _args.count("check_every", check_every)
-    num_samples = _args.count("num_samples", num_samples)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
-    x = jnp.asarray(x)
+    x, num_steps, num_samples, latent_dim = _fit_arguments(key, x, num_steps, num_samples, learning_rate,
+                                                           latent_dim, init, "init=(mu, log_var)")
     if init is None:
-        if latent_dim is None:
-            raise ValueError("Pass latent_dim (to start at the prior) or init=(mu, log_var).")
-        latent_dim = _args.count("latent_dim", latent_dim)
         init = (jnp.zeros((x.shape[0], latent_dim), x.dtype),) * 2
     params = tuple(jnp.asarray(p, x.dtype) for p in init)
     if len(params) != 2:
@@ -500,16 +507,9 @@ def fit_full_covariance(
     Returns:
         a :class:`FullCovarianceFit`. Introduced in lesson 7.
     """
-    _args.prng_key("key", key)
-    num_steps = _args.count("num_steps", num_steps)
-    num_samples = _args.count("num_samples", num_samples)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
-    x = jnp.asarray(x)
+    x, num_steps, num_samples, latent_dim = _fit_arguments(key, x, num_steps, num_samples, learning_rate,
+                                                           latent_dim, init, "init=(mean, chol)")
     if init is None:
-        if latent_dim is None:
-            raise ValueError("Pass latent_dim (to start at the prior) or init=(mean, chol).")
-        latent_dim = _args.count("latent_dim", latent_dim)
         init = (jnp.zeros((x.shape[0], latent_dim), x.dtype), jnp.broadcast_to(jnp.eye(latent_dim, dtype=x.dtype),
                                                                               (x.shape[0], latent_dim, latent_dim)))
     if len(init) != 2:
