@@ -74,6 +74,8 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
+from vae_lite._checking import describe as _describe  # "Type: first line", even for an unprintable error
+
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 CHECK_CALL = re.compile(r"grading\.(check_\w+)\((\w+)\)")
 MAX_FRAME = 512 * 2**20  # bytes: a student's output larger than this fails the exercise
@@ -166,9 +168,6 @@ def _text(error):
         return f"<unprintable {type(error).__name__}>"
 
 
-def _describe(error):
-    lines = _text(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _limit_resources(limits):
