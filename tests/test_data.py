@@ -295,3 +295,24 @@ def test_binarize_rejects_grey_levels():
         data.binarize(jax.random.key(0), np.full((2, 3), 200, np.uint8))
     with pytest.raises(ValueError, match="x / 255"):
         data.binarize_fixed(np.full((2, 3), 200, np.uint8))
+
+
+def _named(name):
+    digits = data.load_digits()
+    return data.Dataset(name, digits.x_train, digits.y_train, digits.x_test, digits.y_test, digits.image_shape)
+
+
+def test_choose_gives_the_lessons_mnist_value_on_28x28_sets_and_the_digits_value_on_digits():
+    assert _named("mnist").choose(mnist=1000, digits=100) == 1000
+    assert _named("fashion_mnist").choose(mnist=1000, digits=100) == 1000
+    assert _named("digits").choose(mnist=1000, digits=100) == 100
+
+
+def test_claim_is_an_error_on_mnist_and_a_printed_line_elsewhere(capsys):
+    assert _named("mnist").claim(np.bool_(True), "the gap is positive") is True
+    with pytest.raises(AssertionError, match="the gap is positive"):
+        _named("mnist").claim(False, "the gap is positive")
+    assert _named("digits").claim(False, "the gap is positive") is False
+    out = capsys.readouterr().out
+    assert "digits" in out and "the gap is positive" in out
+    assert _named("digits").claim(True, "held") is True and capsys.readouterr().out == ""

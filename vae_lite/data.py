@@ -147,6 +147,29 @@ class Dataset:
     def num_pixels(self):
         return int(np.prod(self.image_shape))
 
+    def choose(self, *, mnist, digits):
+        """The value a lesson means for this data set: ``mnist`` for the 28x28 sets, ``digits`` for the 8x8 digits.
+
+        A lesson's sizes and thresholds are set for MNIST; the bundled digits (297 test
+        images of 64 pixels) need smaller ones, e.g. ``ds.choose(mnist=1000, digits=100)``.
+        """
+        return digits if self.name == "digits" else mnist
+
+    def claim(self, holds, statement):
+        """Check a sentence of the lesson's text against the lesson's own numbers.
+
+        The text quotes MNIST, so on MNIST a claim that does not hold is an error
+        (``AssertionError`` with ``statement``). On another data set the numbers differ: a claim
+        that does not hold there is reported in one printed line and the lesson goes on.
+        Returns ``holds`` as a bool.
+        """
+        holds = bool(holds)
+        if not holds:
+            if self.name == "mnist":
+                raise AssertionError(f"the lesson's text says: {statement}; its numbers here do not show it")
+            print(f"(on {self.name}, unlike MNIST, the text's claim does not hold: {statement})")
+        return holds
+
 
 def bundled_dir():
     """The folder inside the installed package that holds the bundled MNIST files."""
