@@ -237,3 +237,134 @@ def train_classifier(config=None, data=None, *, retrain=False, progress=True, **
     config = dataclasses.replace(config, dataset=data.name)
     model, _, source = obtain(classifier_recipe(config, data), retrain=retrain, progress=progress)
     return ClassifierResult(model, config, accuracy(model, np.asarray(data.x_test), data.y_test), source)
+
+
+# --- k-nearest-neighbour accuracy on codes (lessons 6 and 8) ----------------------------------------------------
+
+KNN_BLOCK_BYTES = 32 * 2**20  # the float64 distance block of test rows x reference codes stays under this
+
+
+class KnnAccuracy(NamedTuple):
+    """How often the majority label of a code's k nearest reference codes is its own label, from :func:`knn_accuracy`.
+
+    Attributes:
+        accuracy: fraction of query codes whose predicted label is their label.
+        stderr: its binomial standard error, sqrt(accuracy (1 - accuracy) / n). For the difference between two
+            code spaces on the same images use the paired one, ``np.std(a.correct - b.correct) / sqrt(n)``.
+        correct: ``(n,)`` bool, per query code: predicted label == label.
+        predicted: ``(n,)`` the predicted labels.
+        per_class: ``(num_classes,)`` accuracy among the query codes of each label (NaN for a label with no query code).
+    """
+
+    accuracy: float
+    stderr: float
+    correct: np.ndarray
+    predicted: np.ndarray
+    per_class: np.ndarray
+
+
+def _labels(name, labels, num):
+    """``labels`` as an int64 array of shape ``(num,)`` holding class indices 0, 1, ..."""
+    values = np.asarray(labels)
+    if values.shape != (num,) or values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be ({num},) integer class labels (one per code), got shape {values.shape} and dtype "
+            f"{values.dtype}; pass e.g. ds.y_test[:{num}]."
+        )
+    if num and values.min() < 0:
+        raise ValueError(f"{name} must be class indices >= 0, got {values.min()}.")
+    return values.astype(np.int64)
+
+
+def _codes(name, codes, width=None):
+    """``codes`` as a float64 ``(n, d)`` array of finite numbers with at least one row."""
+    if not hasattr(codes, "dtype"):
+        codes = np.asarray(codes)
+    _args.floating(name, codes)
+    values = np.asarray(codes, dtype=np.float64)
+    if values.ndim != 2 or len(values) == 0:
+        raise ValueError(f"{name} must be (num_codes, latent_dim) with at least one code, got shape {values.shape}; "
+                         "one code per row, e.g. model.code(x).")
+    if width is not None and values.shape[1] != width:
+        raise ValueError(f"{name} must have {width} columns like train_codes, got shape {values.shape}; "
+                         "encode both sets with the same model.")
+    _args.finite(name, values, "Codes must be finite numbers; check the model that produced them.")
+    return values
+
+
+def _vote(reference, reference_labels, queries, k, num_classes, leave_out):
+    """Majority label of the ``k`` nearest reference rows, per query row (ties to the smaller label).
+
+    ``leave_out``: ``queries`` are the reference rows themselves and each is excluded from its own neighbours.
+    """
+    squared = np.sum(reference**2, axis=1)
+    block = max(1, KNN_BLOCK_BYTES // (8 * len(reference)))
+    predicted = np.empty(len(queries), np.int64)
+    for start in range(0, len(queries), block):  # (block, n_ref) distances at a time, not (n, n_ref)
+        rows = queries[start : start + block]
+        distance2 = np.sum(rows**2, axis=1)[:, None] - 2 * rows @ reference.T + squared[None, :]
+        if leave_out:
+            distance2[np.arange(len(rows)), np.arange(start, start + len(rows))] = np.inf
+        nearest = np.argpartition(distance2, k - 1, axis=1)[:, :k]  # the k smallest, in any order
+        votes = np.zeros((len(rows), num_classes), np.int64)
+        np.add.at(votes, (np.arange(len(rows))[:, None], reference_labels[nearest]), 1)
+        predicted[start : start + len(rows)] = votes.argmax(axis=1)  # argmax: a tie goes to the smaller label
+    return predicted
+
+
+def knn_accuracy(train_codes, train_labels, test_codes=None, test_labels=None, *, k=5, standardize=True):
+    r"""Accuracy of the k-nearest-neighbour vote on codes: are codes of the same digit close together?
+
+    Each test code is labelled by the majority label of its ``k`` nearest training codes (Euclidean
+    distance; a tied vote goes to the smaller label), and compared with its own label:
+
+    .. math:: \hat a = \frac1n \sum_i \mathbb 1\big[\operatorname{mode}\{y_j : j \in N_k(z_i)\} = y_i\big],
+        \qquad \mathrm{se} = \sqrt{\hat a (1 - \hat a) / n}
+
+    Without ``test_codes`` and ``test_labels`` it is the leave-one-out accuracy on the training codes
+    (each code's neighbours are the other codes). Distances are computed in float64, a block of query
+    rows at a time (at most ``KNN_BLOCK_BYTES`` of distances in memory).
+
+    Args:
+        train_codes: ``(n_train, d)`` the reference codes, e.g. ``model.code(x_train)``.
+        train_labels: ``(n_train,)`` their integer labels.
+        test_codes: ``(n, d)`` the codes to classify, or ``None`` for leave-one-out.
+        test_labels: ``(n,)`` their labels (given exactly when ``test_codes`` is).
+        k: the number of neighbours that vote, 1 <= k <= the number of reference codes.
+        standardize: first subtract the training codes' mean and divide by their standard deviation, per
+            dimension, so a code space's scale counts neither for nor against it (a constant dimension is
+            only centred).
+
+    Returns:
+        a :class:`KnnAccuracy`. Introduced in lesson 6; lesson 8 uses it on 2-d codes.
+    """
+    reference = _codes("train_codes", train_codes)
+    reference_labels = _labels("train_labels", train_labels, len(reference))
+    if (test_codes is None) != (test_labels is None):
+        raise ValueError("Pass test_codes and test_labels together, or neither (leave-one-out on the training codes).")
+    leave_out = test_codes is None
+    if leave_out:
+        queries, labels = reference, reference_labels
+    else:
+        queries = _codes("test_codes", test_codes, width=reference.shape[1])
+        labels = _labels("test_labels", test_labels, len(queries))
+    k = _args.count("k", k)
+    available = len(reference) - leave_out
+    if k > available:
+        raise ValueError(f"k = {k} needs at least {k} reference codes, got {available}"
+                         f"{' (leave-one-out: all codes but the one classified)' if leave_out else ''}; "
+                         f"pass k <= {available} or more training codes.")
+    if not isinstance(standardize, bool):
+        raise ValueError(f"standardize must be True or False, got {standardize!r}.")
+    if standardize:
+        mean, sd = reference.mean(axis=0), reference.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        reference, queries = (reference - mean) / sd, (queries - mean) / sd
+    num_classes = int(max(reference_labels.max(), labels.max())) + 1
+    predicted = _vote(reference, reference_labels, queries, k, num_classes, leave_out)
+    correct = predicted == labels
+    accuracy = float(correct.mean())
+    per_class = np.full(num_classes, np.nan)
+    for label in np.unique(labels):
+        per_class[label] = correct[labels == label].mean()
+    return KnnAccuracy(accuracy, float(np.sqrt(accuracy * (1 - accuracy) / len(correct))), correct, predicted, per_class)
