@@ -5,7 +5,7 @@ Modules load on first use (``vae_lite.elbo``, ``from vae_lite import explorer``)
 
 Core: ``distributions``, ``networks``, ``training``, ``checkpoints``, ``data``, ``plotting``, ``widgets``, ``grading``,
 ``classifier``, ``zoo`` (the shipped trained models).
-Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` (3), ``elbo`` (4),
+Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` and ``naive_mc`` (3), ``elbo`` (4),
 ``reparam`` (5), ``inference`` (7), ``explorer`` (8); lesson 6 trains a VAE with the core modules.
 """
 
@@ -15,7 +15,7 @@ __version__ = "0.2.0"
 
 CORE = ("distributions", "networks", "training", "checkpoints", "data", "plotting", "widgets", "grading", "classifier",
         "zoo")
-LESSONS = ("factorization", "sampling", "posterior", "elbo", "reparam", "inference", "gaps", "explorer")
+LESSONS = ("factorization", "sampling", "posterior", "naive_mc", "elbo", "reparam", "inference", "gaps", "explorer")
 __all__ = [*CORE, *LESSONS, "__version__"]
 
 
