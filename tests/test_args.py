@@ -162,7 +162,7 @@ def test_elbo_widget_rejects_an_uneven_grid_nan_start_and_a_2d_log_joint():
         widgets.elbo_widget(_one_d_log_joint, uneven)
     with pytest.raises(ValueError, match="mu must be one finite number"):
         widgets.elbo_widget(_one_d_log_joint, jnp.linspace(-4, 4, 81), mu=float("nan"))
-    with pytest.raises(ValueError, match=r"1-D latent: log_joint\(z\) on z of shape \(1,\) failed"):
+    with pytest.raises(ValueError, match=r"log_joint\(z\) on z of shape \(1,\) failed.*a model with a 1-D latent"):
         widgets.elbo_widget(MODEL.log_joint(X), jnp.linspace(-4, 4, 81))  # the 2-d model's log joint
     w = widgets.elbo_widget(_one_d_log_joint, jnp.linspace(-4, 4, 161))
     # log p(x) of this model in closed form: x ~ N(0, 2^2 + 0.5^2)

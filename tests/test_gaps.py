@@ -112,5 +112,5 @@ def test_the_widget_shows_the_chosen_image_and_step_and_refuses_what_it_has_not_
     for bad in ({"index": 3}, {"index": -1}, {"steps": gaps.NUM_STEPS + 1}, {"steps": 2.5}):
         with pytest.raises(ValueError):
             gaps.gap_widget(g, **bad)
-    with pytest.raises(ValueError, match="one label per image"):
+    with pytest.raises(ValueError, match="the number of labels must be 3, got 1. Pass one label per image"):
         gaps.gap_widget(g, ["a"])

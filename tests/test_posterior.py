@@ -132,7 +132,7 @@ def test_bad_shapes_raise():
         model.log_evidence(jnp.ones(5))
     with pytest.raises(ValueError, match="at least 2 points"):
         posterior.make_grid([jnp.ones((2, 2))])
-    with pytest.raises(ValueError, match="to a scalar"):
+    with pytest.raises(ValueError, match=r"log_joint must return one number .* per latent vector z"):
         posterior.grid_posterior(lambda z: jnp.stack([z.sum(), z.sum()]), [jnp.linspace(-1, 1, 5)])
     with pytest.raises(ValueError, match="1-D array"):
         posterior.normalize_on_grid(jnp.zeros((3, 3)), 1.0)

@@ -5,6 +5,7 @@ and the fix. Shape checks run at trace time, so they also guard compiled functio
 checks (ranges, NaN) look only at concrete arrays and are skipped inside ``jax.jit``.
 """
 
+import math
 import numbers
 
 import jax
@@ -126,7 +127,7 @@ def log_variance(name, log_var):
         worst = values.flat[np.argmax(np.abs(values))]
         raise ValueError(
             f"{name} = {worst:.4g} is outside [-{LOG_VAR_LIMIT:g}, {LOG_VAR_LIMIT:g}]: e^{name} = variance "
-            f"{'over' if worst > 0 else 'under'}flows float32 and gives NaN. A log-variance is the log of "
+            f"{'over' if worst > 0 else 'under'}flows float32 and gives inf or NaN. A log-variance is the log of "
             "sigma^2 (sigma = 1 is log_var = 0); pass log(sigma^2), not sigma^2 or a huge value."
         )
 
@@ -143,7 +144,7 @@ def gaussian_q(mu, log_var, num_samples=1):
             f"mu must be one latent vector (latent_dim,), got shape {jnp.shape(mu)}; "
             "use jax.vmap over data points."
         )
-    finite("mu", mu)
+    location("mu", mu)
     log_variance("log_var", log_var)
     return mu, log_var, count("num_samples", num_samples)
 
@@ -162,6 +163,19 @@ def one_value_per_sample(name, values, num_samples, what="log p(x, z)"):
         )
 
 
+def scalar_of_latent(name, fn, latent_dim, fix):
+    """Raise unless ``fn`` maps one latent vector ``(latent_dim,)`` to one number (checked by shape only)."""
+    try:
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct((latent_dim,), jnp.float32))
+    except Exception as error:  # a function of another latent dimension fails inside its own code
+        raise ValueError(
+            f"{name}(z) on z of shape ({latent_dim},) failed with {type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200].rstrip('.')}. {fix}"
+        ) from None
+    if jnp.shape(out) != ():
+        raise ValueError(f"{name} must return one number per z, got shape {jnp.shape(out)}. {fix}")
+
+
 def function(name, fn, signature="z (latent_dim,) -> scalar"):
     """``fn`` as a ``jax.tree_util.Partial``: how every compiled vae-lite function takes a user's function.
 
@@ -174,3 +188,164 @@ def function(name, fn, signature="z (latent_dim,) -> scalar"):
     if not callable(fn):
         raise ValueError(f"{name} must be a function {signature}, got {type(fn).__name__}.")
     return fn if isinstance(fn, Partial) else Partial(fn)
+
+
+# ---------------------------------------------------------------- shapes, numbers and images
+
+
+def shape(name, a, expected, fix=""):
+    """Raise unless ``a`` has exactly the shape ``expected`` (a tuple)."""
+    if tuple(jnp.shape(a)) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(jnp.shape(a))}.{' ' + fix if fix else ''}")
+
+
+def ndim(name, a, expected, fix=""):
+    """Raise unless ``a`` has ``expected`` axes (``fix`` says what to do instead)."""
+    if jnp.ndim(a) != expected:
+        what = {0: "a scalar", 1: "a 1-D array"}.get(expected, f"a {expected}-D array")
+        raise ValueError(f"{name} must be {what}, got shape {jnp.shape(a)}.{' ' + fix if fix else ''}")
+
+
+def one_image(name, x):
+    """``x`` as one flat image ``(pixels,)``: a batch goes through ``jax.vmap``."""
+    ndim(name, x, 1, "Pass one flat image (pixels,); use jax.vmap for a batch.")
+    return jnp.asarray(x)
+
+
+def image_batch(name, x):
+    """Raise unless ``x`` is a batch of flat images ``(num_images, pixels)``."""
+    ndim(name, x, 2, "Pass a batch of flat images (num_images, pixels): x.reshape(len(x), -1); one image as x[None].")
+
+
+def image_shape(value, num_pixels):
+    """``(height, width)`` as a tuple of ints whose product is the model's number of pixels."""
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise ValueError(f"image_shape must be (height, width), e.g. (28, 28), got {value!r}.") from None
+    h, w = count("image_shape's height", h), count("image_shape's width", w)
+    if h * w != num_pixels:
+        guess = {784: (28, 28), 64: (8, 8)}.get(num_pixels, "(height, width)")
+        raise ValueError(
+            f"image_shape {(h, w)} has {h * w} pixels but the model's images have {num_pixels}; pass {guess}."
+        )
+    return h, w
+
+
+def index(name, value, size, what="images"):
+    """``value`` as an ``int`` in ``[0, size)``: which of ``size`` items."""
+    value = count(name, value, minimum=0)
+    if value >= size:
+        raise ValueError(f"{name}={value} is out of range: there are {size} {what} (0 to {size - 1}).")
+    return value
+
+
+def at_most(name, value, maximum, why):
+    """Raise if the number ``value`` exceeds ``maximum`` (``why`` says what it would cost or mean)."""
+    if value > maximum:
+        raise ValueError(f"{name}={value} is too large: {why}")
+
+
+def equal(name, value, expected, fix):
+    """Raise unless ``value == expected`` (a structural number: a latent dimension, a length)."""
+    if value != expected:
+        raise ValueError(f"{name} must be {expected}, got {value}. {fix}")
+
+
+def number(name, value, *, positive=False):
+    """``value`` as a finite Python ``float`` (a slider's start or limit); ``positive``: also > 0."""
+    if isinstance(value, bool) or np.ndim(value) != 0:
+        raise ValueError(f"{name} must be one finite number, got {value!r}.")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be one finite number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be one finite number, got {value!r}.")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}; e.g. {name}=3.0.")
+    return value
+
+
+def interval(name, value):
+    """``(low, high)`` as two finite floats with ``low < high``."""
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (low, high), two numbers, got {value!r}.") from None
+    low, high = number(f"{name}'s low", low), number(f"{name}'s high", high)
+    if not low < high:
+        raise ValueError(f"{name} must be (low, high) with low < high, got {value!r}; pass ({high:g}, {low:g}).")
+    return low, high
+
+
+def code(name, z, latent_dim):
+    """``z`` as a finite float32 NumPy code ``(latent_dim,)``."""
+    z = np.asarray(z, np.float32)
+    shape(name, z, (latent_dim,), "Pass one code (latent_dim,).")
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"{name} must be finite, got {z}.")
+    return z
+
+
+LOCATION_LIMIT = 1e8  # |mu| beyond this: mu^2 / 2 (in log p(z)) is ~1e16 and soon overflows float32 (3.4e38)
+
+
+def location(name, mu):
+    """Raise if a concrete mean ``mu`` is NaN/inf or beyond ``LOCATION_LIMIT``, where log-densities leave float32."""
+    finite(name, mu)
+    values = concrete(mu)
+    if values is not None and values.size and np.max(np.abs(values)) > LOCATION_LIMIT:
+        worst = values.flat[np.argmax(np.abs(values))]
+        raise ValueError(
+            f"{name} = {worst:.4g} is outside [-{LOCATION_LIMIT:g}, {LOCATION_LIMIT:g}]: log N(z; 0, I) = -z^2/2 "
+            "of such a z overflows float32 and the result is -inf. Latent means are of order 1 under the "
+            "N(0, I) prior; check that you passed the mean itself."
+        )
+
+
+# ---------------------------------------------------------------- grids
+
+MAX_GRID_POINTS = 2**24  # about 17 million points: a 4097 x 4097 grid
+SPACING_ULPS = 8  # float32 steps may differ by this many float32 resolutions (eps x the largest |value|)
+
+
+def grid_axes(axes, min_points=2, names=None):
+    """The axes of a regular grid as arrays, checked: 1-D, ``min_points`` or more, evenly spaced, sensible size.
+
+    "Evenly spaced" is judged relative to float32 resolution: ``jnp.linspace(96, 104, 1001)``
+    in float32 has steps that differ by a few units of float32 at 104 (1e-3 of a step), which is
+    as even as float32 can be; an uneven axis differs by a sizeable fraction of a step.
+    """
+    if hasattr(axes, "ndim") and axes.ndim == 2 and axes.shape[0] > 8:
+        raise ValueError(
+            f"grid must be a list of d 1-D axes (one per latent dimension), got one array of shape {axes.shape}; "
+            "pass the axes themselves, e.g. [jnp.linspace(-4, 4, 101)] * 2, not make_grid(...)'s points."
+        )
+    axes = [jnp.asarray(a) for a in axes]
+    if not axes:
+        raise ValueError("axes must hold at least one 1-D array (one per latent dimension).")
+    names = names or [f"axis {i}" for i in range(len(axes))]
+    for name, a in zip(names, axes, strict=True):
+        if a.ndim != 1 or a.shape[0] < min_points:
+            raise ValueError(f"{name} must be a 1-D array of at least {min_points} points, got shape {a.shape}.")
+        floating(name, a)
+        values = concrete(a)
+        if values is None:
+            continue
+        steps = np.diff(values.astype(np.float64))
+        # each float32 value is rounded by up to half a unit in the last place (ulp) at its size
+        resolution = float(np.finfo(values.dtype).eps) * float(np.max(np.abs(values)))
+        tolerance = max(1e-3 * abs(float(steps[0])), SPACING_ULPS * resolution)
+        if not (np.all(steps > 0) and np.all(np.abs(steps - steps[0]) <= tolerance)):
+            raise ValueError(
+                f"{name} must be increasing and evenly spaced (quadrature weighs every point by one cell "
+                f"volume), got steps from {steps.min():.4g} to {steps.max():.4g}; use jnp.linspace(low, high, n)."
+            )
+    size = float(np.prod([a.shape[0] for a in axes], dtype=np.float64))
+    if size > MAX_GRID_POINTS:
+        raise ValueError(
+            f"a grid of {' x '.join(str(a.shape[0]) for a in axes)} = {size:.3g} points is too large "
+            f"(at most {MAX_GRID_POINTS}); a grid costs G**d evaluations, so use fewer points or dimensions."
+        )
+    return axes

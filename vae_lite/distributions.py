@@ -2,6 +2,11 @@
 
 Every density is written for one example and summed over the last axis, so the
 same function serves a single vector ``(dim,)`` and a batch ``(batch, dim)``.
+
+float32 range: e^{log_var} overflows beyond |log_var| ~ 88 and mu^2 beyond |mu| ~ 1e19, so
+concrete arguments with |log_var| > 80 or |mu| > 1e8 (or NaN/inf) are refused with a
+``ValueError`` instead of returning inf or NaN (inside ``jax.jit`` the values are not
+known and are not checked).
 """
 
 import jax
@@ -29,6 +34,7 @@ def log_normal_diag(x, mu, log_var):
     _args.floating("x", x)
     _args.compatible("x", x, "mu", mu)
     _args.compatible("x", x, "log_var", log_var, "Pass one log-variance per dimension.")
+    _args.log_variance("log_var", log_var)
     return -0.5 * jnp.sum(LOG_2PI + log_var + (x - mu) ** 2 * jnp.exp(-log_var), axis=-1)
 
 
@@ -79,6 +85,8 @@ def kl_normal_std(mu, log_var):
     """
     _args.floating("mu", mu)
     _args.same_shape("mu", mu, "log_var", log_var)
+    _args.location("mu", mu)
+    _args.log_variance("log_var", log_var)
     return 0.5 * jnp.sum(mu**2 + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
 
 
@@ -98,6 +106,8 @@ def reparameterize(key, mu, log_var, num_samples=None):
     _args.prng_key("key", key)
     _args.floating("mu", mu)
     _args.same_shape("mu", mu, "log_var", log_var)
+    _args.location("mu", mu)
+    _args.log_variance("log_var", log_var)
     if num_samples is not None:
         num_samples = _args.count("num_samples", num_samples)
     shape = jnp.shape(mu) if num_samples is None else (num_samples, *jnp.shape(mu))

@@ -27,19 +27,7 @@ from vae_lite.distributions import (
     log_normal_std,
     reparameterize,
 )
-from vae_lite.posterior import decoder_log_joint
-
-SAMPLE_BLOCK = 2048  # latent vectors evaluated together: memory stays flat however many samples are asked for
-
-
-def _per_sample(fn, z):
-    """``fn`` on each row of ``z`` ``(S, latent_dim)``, in blocks of :data:`SAMPLE_BLOCK` rows.
-
-    ``jax.lax.map`` runs the blocks one after another (each block vectorised), so a decoder's
-    ``(block, pixels)`` intermediates are all that is ever held, not ``(S, pixels)``.
-    """
-    return jax.lax.map(fn, z, batch_size=min(z.shape[0], SAMPLE_BLOCK))
-
+from vae_lite.posterior import SAMPLE_BLOCK, _per_sample, decoder_log_joint  # the one blocking rule (lesson 3)
 
 def _log_weights(key, log_joint, mu, log_var, num_samples):
     """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
@@ -169,12 +157,10 @@ def kl_gaussians(mean_q, cov_q, mean_p, cov_p):
     Returns:
         scalar (nats). Introduced in lesson 4 (the gap between log p(x) and the ELBO).
     """
-    d = jnp.shape(mean_q)[-1] if jnp.ndim(mean_q) == 1 else None
-    if d is None or jnp.shape(mean_p) != (d,) or jnp.shape(cov_q) != (d, d) or jnp.shape(cov_p) != (d, d):
-        raise ValueError(
-            f"Expected means (d,) and covariances (d, d), got mean_q {jnp.shape(mean_q)}, "
-            f"cov_q {jnp.shape(cov_q)}, mean_p {jnp.shape(mean_p)}, cov_p {jnp.shape(cov_p)}."
-        )
+    _args.ndim("mean_q", mean_q, 1, "Means are (d,) and covariances (d, d).")
+    d = jnp.shape(mean_q)[0]
+    for name, a, expected in (("mean_p", mean_p, (d,)), ("cov_q", cov_q, (d, d)), ("cov_p", cov_p, (d, d))):
+        _args.shape(name, a, expected, f"mean_q is ({d},): means are (d,) and covariances (d, d).")
     chol_p = jnp.linalg.cholesky(cov_p)
     solve = lambda b: jax.scipy.linalg.cho_solve((chol_p, True), b)  # noqa: E731
     diff = mean_p - mean_q
@@ -204,10 +190,8 @@ def linear_gaussian_elbo(model, x, mean_q, cov_q):
     """
     model._check_x(x)
     D, d = model.W.shape
-    if jnp.shape(mean_q) != (d,) or jnp.shape(cov_q) != (d, d):
-        raise ValueError(
-            f"Expected mean_q ({d},) and cov_q ({d}, {d}), got {jnp.shape(mean_q)} and {jnp.shape(cov_q)}."
-        )
+    _args.shape("mean_q", mean_q, (d,), f"The model's latent dimension is {d}.")
+    _args.shape("cov_q", cov_q, (d, d), "For a diagonal q pass jnp.diag(jnp.exp(log_var)).")
     var = model.sigma**2
     resid = x - model.W @ mean_q - model.b
     expected_log_lik = (
@@ -223,8 +207,7 @@ def _vae_log_weights(key, model, x, num_samples):
     """``(batch, num_samples)`` log-weights log p(x, z) - log q(z|x) for a VAE's encoder and decoder."""
     _args.prng_key("key", key)
     num_samples = _args.count("num_samples", num_samples)
-    if jnp.ndim(x) != 2:
-        raise ValueError(f"x must be a batch of flat images (batch, pixels), got shape {jnp.shape(x)}.")
+    _args.image_batch("x", x)
     return _vae_log_weights_compiled(key, model, jnp.asarray(x), num_samples)
 
 

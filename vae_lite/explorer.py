@@ -27,23 +27,30 @@ from vae_lite.widgets import View, side_by_side, slider
 # ---------------------------------------------------------------- pure helpers
 
 
-# The pure helpers are jitted: one compilation per shape instead of one per primitive op.
-@jax.jit
+def _path_arguments(z0, z1, t):
+    """``(z0, z1, t)`` checked: two codes ``(d,)`` and a number or ``(T,)`` positions."""
+    z0, z1, t = _args.float_array("z0", z0), _args.float_array("z1", z1), jnp.asarray(t)
+    _args.ndim("z0", z0, 1, "Pass one code (d,); for several paths use jax.vmap.")
+    _args.same_shape("z0", z0, "z1", z1, "Both ends are codes of the same model.")
+    if jnp.ndim(t) > 1:
+        _args.ndim("t", t, 1, "Pass one position t in [0, 1] or a 1-D array of them, e.g. jnp.linspace(0, 1, 8).")
+    return z0, z1, t
+
+
 def interpolate(z0, z1, t):
     """Linear interpolation ``(1 - t) z0 + t z1``.
 
     Args:
         z0, z1: ``(d,)`` codes.
-        t: ``(T,)`` positions in [0, 1] (``t = 0`` gives ``z0``).
+        t: one position in [0, 1] (``t = 0`` gives ``z0``), or ``(T,)`` positions.
 
     Returns:
-        ``(T, d)`` codes. Introduced in lesson 8 (exercise ex08_interpolate).
+        ``(d,)`` for one number ``t``, ``(T, d)`` for ``(T,)`` positions (as NumPy broadcasting
+        reads the formula). Introduced in lesson 8 (exercise ex08_interpolate).
     """
-    t = jnp.asarray(t)[:, None]
-    return (1 - t) * jnp.asarray(z0) + t * jnp.asarray(z1)
+    return _interpolate(*_path_arguments(z0, z1, t))
 
 
-@jax.jit
 def slerp(z0, z1, t):
     r"""Spherical interpolation: along the great circle, radius interpolated linearly.
 
@@ -52,18 +59,30 @@ def slerp(z0, z1, t):
 
     Typical codes of a d-dimensional unit Gaussian lie near the sphere of radius sqrt(d);
     the straight line between two of them passes closer to the origin, the great circle
-    does not. Shapes as in :func:`interpolate`; falls back to it for (anti)parallel codes.
-    Introduced in lesson 8.
+    does not. Shapes as in :func:`interpolate` (one number t gives one code); falls back to
+    it for (anti)parallel codes. Introduced in lesson 8.
     """
-    z0, z1, t = jnp.asarray(z0), jnp.asarray(z1), jnp.asarray(t)[:, None]
+    return _slerp(*_path_arguments(z0, z1, t))
+
+
+# The pure helpers are jitted: one compilation per shape instead of one per primitive op.
+@jax.jit
+def _interpolate(z0, z1, t):
+    t = t[..., None]  # () -> (1,): one code; (T,) -> (T, 1): T codes
+    return (1 - t) * z0 + t * z1
+
+
+@jax.jit
+def _slerp(z0, z1, t):
     n0, n1 = jnp.linalg.norm(z0), jnp.linalg.norm(z1)
     cos = jnp.clip(z0 @ z1 / jnp.maximum(n0 * n1, 1e-12), -1.0, 1.0)
     theta = jnp.arccos(cos)
     safe = jnp.where(jnp.sin(theta) > 1e-6, jnp.sin(theta), 1.0)
     u0, u1 = z0 / jnp.maximum(n0, 1e-12), z1 / jnp.maximum(n1, 1e-12)
-    direction = (jnp.sin((1 - t) * theta) * u0 + jnp.sin(t * theta) * u1) / safe
-    radius = (1 - t) * n0 + t * n1
-    return jnp.where(jnp.sin(theta) > 1e-6, radius * direction, interpolate(z0, z1, t[:, 0]))
+    s = t[..., None]
+    direction = (jnp.sin((1 - s) * theta) * u0 + jnp.sin(s * theta) * u1) / safe
+    radius = (1 - s) * n0 + s * n1
+    return jnp.where(jnp.sin(theta) > 1e-6, radius * direction, _interpolate(z0, z1, t))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -112,38 +131,6 @@ def dimension_order(model, x):
     return np.argsort(-kl, kind="stable"), kl
 
 
-def _check_image_shape(image_shape, num_pixels):
-    """``(h, w)`` as a tuple of ints whose product is the model's number of pixels."""
-    try:
-        h, w = image_shape
-    except (TypeError, ValueError):
-        raise ValueError(f"image_shape must be (height, width), e.g. (28, 28), got {image_shape!r}.") from None
-    h, w = _args.count("image_shape's height", h), _args.count("image_shape's width", w)
-    if h * w != num_pixels:
-        raise ValueError(
-            f"image_shape {(h, w)} has {h * w} pixels but the model's images have {num_pixels}; "
-            f"pass {(28, 28) if num_pixels == 784 else (8, 8) if num_pixels == 64 else '(height, width)'}."
-        )
-    return h, w
-
-
-def _check_index(name, index, num_images):
-    """A whole number in ``[0, num_images)``."""
-    index = _args.count(name, index, minimum=0)
-    if index >= num_images:
-        raise ValueError(f"{name}={index} is out of range: there are {num_images} images (0 to {num_images - 1}).")
-    return index
-
-
-def _check_code(z, latent_dim):
-    z = np.asarray(z, np.float32)
-    if z.shape != (latent_dim,):
-        raise ValueError(f"z must have shape ({latent_dim},) (one code), got {z.shape}.")
-    if not np.all(np.isfinite(z)):
-        raise ValueError(f"z must be finite, got {z}.")
-    return z
-
-
 # ---------------------------------------------------------------- latent sliders
 
 
@@ -157,7 +144,8 @@ class LatentSliders(View):
 
     def __init__(self, decode, base, dims, image_shape, *, limit=3.0, kl=None, extra=()):
         self.decode, self.image_shape, self.dims = decode, tuple(image_shape), [int(i) for i in dims]
-        self.base = _check_code(base, len(base))
+        self.base = _args.code("base", base, len(base))
+        limit = _args.number("limit", limit, positive=True)
         self.sliders = []
         for i in self.dims:
             label = f"z[{i}]" if kl is None else f"z[{i}] ({kl[i]:.1f} nats)"
@@ -175,7 +163,7 @@ class LatentSliders(View):
 
     def set_code(self, z):
         """Set the fixed code and every slider to ``z (d,)`` (slider values clamped), one redraw."""
-        self.base = _check_code(z, len(self.base))
+        self.base = _args.code("z", z, len(self.base))
         self._hold = True
         try:
             for i, slider in zip(self.dims, self.sliders, strict=True):
@@ -198,10 +186,12 @@ def latent_sliders(model, x, image_shape, *, num_sliders=8, limit=3.0):
         model: a trained :class:`vae_lite.networks.VAE`.
         x: ``(n, D)`` images used to rank dimensions (a few hundred test images suffice).
         image_shape: ``(h, w)``.
+        num_sliders: how many dimensions get a slider.
+        limit: each slider spans ``[-limit, limit]`` (a number > 0; the prior's mass is within ±3).
     """
     order, kl = dimension_order(model, x)
     decode = compile_decode(model.decoder)
-    _check_image_shape(image_shape, model.num_pixels)
+    _args.image_shape(image_shape, model.num_pixels)
     num_sliders = _args.count("num_sliders", num_sliders)
     return LatentSliders(decode, np.zeros(model.latent_dim), order[:num_sliders], image_shape, limit=limit, kl=kl)
 
@@ -243,8 +233,8 @@ def encode_and_perturb(model, x, image_shape, *, labels=None, index=0, num_slide
     """
     order, kl = dimension_order(model, x[:1000])
     decode = compile_decode(model.decoder)
-    _check_image_shape(image_shape, model.num_pixels)
-    _check_index("index", index, len(x))
+    _args.image_shape(image_shape, model.num_pixels)
+    _args.index("index", index, len(x))
     num_sliders = _args.count("num_sliders", num_sliders)
     return EncodePerturb(decode, encode_means(model, x), x, image_shape, order[:num_sliders],
                          labels=labels, index=index, limit=limit, kl=kl)
@@ -260,7 +250,7 @@ class Interpolation(View):
 
     def __init__(self, decode, z_a, z_b, x_a, x_b, image_shape):
         self.decode, self.image_shape = decode, tuple(image_shape)
-        self.z_a, self.z_b = _check_code(z_a, len(z_a)), _check_code(z_b, len(z_a))
+        self.z_a, self.z_b = _args.code("z_a", z_a, len(z_a)), _args.code("z_b", z_b, len(z_a))
         self.x_a, self.x_b = np.asarray(x_a).reshape(image_shape), np.asarray(x_b).reshape(image_shape)
         self.t = widgets.FloatSlider(0.5, min=0, max=1, step=0.01, description="t", continuous_update=True)
         self.path = widgets.ToggleButtons(options=list(self.paths), description="path")
@@ -279,8 +269,8 @@ class Interpolation(View):
 
 def interpolation(model, x, image_shape, *, index_a=0, index_b=1):
     """Interpolate between the posterior means of ``x[index_a]`` and ``x[index_b]``. Lesson 8."""
-    _check_image_shape(image_shape, model.num_pixels)
-    index_a, index_b = _check_index("index_a", index_a, len(x)), _check_index("index_b", index_b, len(x))
+    _args.image_shape(image_shape, model.num_pixels)
+    index_a, index_b = _args.index("index_a", index_a, len(x)), _args.index("index_b", index_b, len(x))
     means = encode_means(model, x[[index_a, index_b]])
     decode = compile_decode(model.decoder)
     return Interpolation(decode, means[0], means[1], x[index_a], x[index_b], image_shape)
@@ -296,6 +286,7 @@ class Manifold(View):
 
     def __init__(self, decode, image_shape, *, num_points=15, limit=3.0):
         self.decode, self.image_shape, self.num_points = decode, tuple(image_shape), num_points
+        limit = _args.number("limit", limit, positive=True)
         h, w = self.image_shape
         q = np.asarray(inverse_cdf_grid(num_points))
         z1, z2 = np.meshgrid(q, q[::-1])  # rows: z2 from high (top) to low; columns: z1
@@ -339,10 +330,9 @@ class Manifold(View):
 
 def manifold(model, image_shape, *, num_points=15, limit=3.0):
     """The decoded 2-D latent manifold of a ``latent_dim=2`` model, with a movable marked point. Lesson 8."""
-    if model.latent_dim != 2:
-        raise ValueError(f"manifold needs a model with latent_dim=2, got latent_dim={model.latent_dim}.")
-    _check_image_shape(image_shape, model.num_pixels)
+    _args.equal("the model's latent_dim", model.latent_dim, 2, "manifold draws a 2-d latent space: pass a "
+                "model trained with latent_dim=2.")
+    _args.image_shape(image_shape, model.num_pixels)
     num_points = _args.count("num_points", num_points, minimum=3)
-    if num_points > 40:
-        raise ValueError(f"num_points={num_points} decodes {num_points}**2 images; use at most 40 (15 is plenty).")
+    _args.at_most("num_points", num_points, 40, f"it decodes {num_points}**2 images; use at most 40 (15 is plenty).")
     return Manifold(compile_decode(model.decoder), image_shape, num_points=num_points, limit=limit)

@@ -73,9 +73,9 @@ def decoder_grids(decoder, x, mu, log_var, *, num=61, width=10.0):
         x: ``(N, pixels)`` binary images; ``mu``, ``log_var``: ``(N, 2)``, the encoder's q for each.
     """
     num = _args.count("num", num, minimum=3)
-    if jnp.ndim(x) != 2 or jnp.shape(mu) != (x.shape[0], 2) or jnp.shape(log_var) != (x.shape[0], 2):
-        raise ValueError(f"expected x (N, pixels) and mu, log_var (N, 2) for a 2-d latent; got x {jnp.shape(x)}, "
-                         f"mu {jnp.shape(mu)}, log_var {jnp.shape(log_var)}.")
+    _args.image_batch("x", x)
+    for name, a in (("mu", mu), ("log_var", log_var)):
+        _args.shape(name, a, (x.shape[0], 2), f"One 2-d q per image of x {jnp.shape(x)}: the encoder's (N, 2).")
     half = jnp.maximum(width * jnp.exp(0.5 * log_var), 0.5)  # (N, 2)
     steps = jnp.linspace(-1.0, 1.0, num)
     axes = mu[:, :, None] + half[:, :, None] * steps  # (N, 2, G)
@@ -170,13 +170,9 @@ class GapWidget(View):
         self.gaps = gaps
         num_images = len(gaps.log_evidence)
         labels = list(labels) if labels is not None else [f"image {i}" for i in range(num_images)]
-        if len(labels) != num_images:
-            raise ValueError(f"expected one label per image ({num_images}), got {len(labels)}.")
-        if not isinstance(index, (int, np.integer)) or not 0 <= index < num_images:
-            raise ValueError(f"index must be an image number from 0 to {num_images - 1}, got {index!r}.")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= NUM_STEPS:
-            raise ValueError(f"steps must be a whole number from 0 to {NUM_STEPS} (the refinement steps kept), "
-                             f"got {steps!r}.")
+        _args.equal("the number of labels", len(labels), num_images, "Pass one label per image.")
+        index = _args.index("index", index, num_images)
+        steps = _args.index("steps", steps, NUM_STEPS + 1, what="refinement steps kept (K = 0 is the encoder's q)")
         options = [(f"{label}: amortization gap {a:.2f}, approximation gap {b:.2f}", i) for i, (label, a, b)
                    in enumerate(zip(labels, gaps.amortization_gap, gaps.approximation_gap, strict=True))]
         self.image_menu = widgets.Dropdown(options=options, value=int(index), description="image",

@@ -5,6 +5,7 @@ series: z ~ N(0, I), x | z ~ N(W z + b, sigma^2 I), for which log p(x) and p(z|x
 are Gaussian in closed form.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -41,8 +42,7 @@ class LinearGaussian(NamedTuple):
         )
 
     def _check_x(self, x):
-        if jnp.shape(x) != jnp.shape(self.b):
-            raise ValueError(f"x must have shape {jnp.shape(self.b)} (one data point), got {jnp.shape(x)}.")
+        _args.shape("x", x, jnp.shape(self.b), "Pass one data point of the model; use jax.vmap for a batch.")
 
     def log_joint(self, x):
         r"""``z (d,) -> log p(x, z) = log N(x; W z + b, sigma^2 I) + log N(z; 0, I)`` for a fixed ``x (D,)``.
@@ -95,46 +95,25 @@ class GridPosterior(NamedTuple):
     cell_volume: float
 
 
-GRID_BLOCK = 2048  # grid points evaluated together by grid_posterior
+SAMPLE_BLOCK = 2048  # latent vectors (samples or grid points) evaluated together: memory stays flat in their number
+
+MAX_GRID_POINTS = _args.MAX_GRID_POINTS
 
 
-MAX_GRID_POINTS = 2**24  # about 17 million points: a 4097 x 4097 grid
+def _per_sample(fn, z):
+    """``fn`` on each row of ``z`` ``(S, latent_dim)``, in blocks of :data:`SAMPLE_BLOCK` rows.
+
+    ``jax.lax.map`` runs the blocks one after another (each block vectorised), so a decoder's
+    ``(block, pixels)`` intermediates are all that is ever held, not ``(S, pixels)``. The one
+    blocking rule of every estimator (here and in :mod:`vae_lite.elbo`) and of the grids.
+    """
+    return jax.lax.map(fn, z, batch_size=min(z.shape[0], SAMPLE_BLOCK))
 
 
 def _linear_gaussian_log_joint(model, x, z):
     mean = model.W @ z + model.b
     log_lik = -0.5 * jnp.sum(jnp.log(2 * jnp.pi * model.sigma**2) + (x - mean) ** 2 / model.sigma**2)
     return log_lik + log_normal_std(z)
-
-
-def _check_axes(axes):
-    """The axes as arrays, checked: 1-D, at least 2 points, evenly spaced, a grid of sensible size."""
-    if hasattr(axes, "ndim") and axes.ndim == 2 and axes.shape[0] > 8:
-        raise ValueError(
-            f"grid must be a list of d 1-D axes (one per latent dimension), got one array of shape {axes.shape}; "
-            "pass the axes themselves, e.g. [jnp.linspace(-4, 4, 101)] * 2, not make_grid(...)'s points."
-        )
-    axes = [jnp.asarray(a) for a in axes]
-    if not axes:
-        raise ValueError("axes must hold at least one 1-D array (one per latent dimension).")
-    for i, a in enumerate(axes):
-        if a.ndim != 1 or a.shape[0] < 2:
-            raise ValueError(f"axis {i} must be a 1-D array of at least 2 points, got shape {a.shape}.")
-        _args.floating(f"axis {i}", a)
-        values = _args.concrete(a)
-        steps = np.diff(values.astype(np.float64)) if values is not None else np.ones(1)
-        if not (np.all(steps > 0) and np.allclose(steps, steps[0], rtol=1e-3, atol=0)):
-            raise ValueError(
-                f"axis {i} must be increasing and evenly spaced (quadrature weighs every point by one cell "
-                f"volume), got steps from {steps.min():.4g} to {steps.max():.4g}; use jnp.linspace(low, high, n)."
-            )
-    size = float(np.prod([a.shape[0] for a in axes], dtype=np.float64))
-    if size > MAX_GRID_POINTS:
-        raise ValueError(
-            f"a grid of {' x '.join(str(a.shape[0]) for a in axes)} = {size:.3g} points is too large "
-            f"(at most {MAX_GRID_POINTS}); a grid costs G**d evaluations, so use fewer points or dimensions."
-        )
-    return axes
 
 
 def make_grid(axes):
@@ -148,7 +127,7 @@ def make_grid(axes):
         fastest), so ``values.reshape(G1, ..., Gd)`` puts axis i along array axis i.
         Introduced in lesson 3.
     """
-    axes = _check_axes(axes)
+    axes = _args.grid_axes(axes)
     return jnp.stack([m.ravel() for m in jnp.meshgrid(*axes, indexing="ij")], axis=-1)
 
 
@@ -169,13 +148,8 @@ def normalize_on_grid(log_joint_values, cell_volume):
         ``(log_density (G,), log_evidence ())``; ``exp(log_density) * cell_volume`` sums
         to one. Introduced in lesson 3 (exercise ``ex03_grid_normalize``).
     """
-    if jnp.ndim(log_joint_values) != 1:
-        raise ValueError(
-            f"log_joint_values must be a 1-D array (one value per grid point), got shape "
-            f"{jnp.shape(log_joint_values)}; flatten it with .ravel()."
-        )
-    if jnp.ndim(cell_volume) != 0:
-        raise ValueError(f"cell_volume must be a scalar, got shape {jnp.shape(cell_volume)}.")
+    _args.ndim("log_joint_values", log_joint_values, 1, "One value per grid point: flatten it with .ravel().")
+    _args.ndim("cell_volume", cell_volume, 0, "Pass the volume of one grid cell.")
     # subtract the maximum first: log p(x, z) ~ -100s, where float32 has only ~1e-5 absolute precision
     top = jnp.max(log_joint_values)
     shifted = log_joint_values - top
@@ -198,18 +172,14 @@ def grid_posterior(log_joint, grid):
     Returns:
         a :class:`GridPosterior`. Introduced in lesson 3.
     """
-    grid = _check_axes(grid)
+    grid = _args.grid_axes(grid)
     points = make_grid(grid)
     cell_volume = 1.0
-    for a in grid:
-        cell_volume = cell_volume * (a[1] - a[0])
+    for a in grid:  # the mean step: in float32 one step a[1] - a[0] is off by up to an ulp of the values
+        cell_volume = cell_volume * (a[-1] - a[0]) / (a.shape[0] - 1)
     # blocks of points: a decoder's (points, pixels) logits for a fine 2-D grid would need ~1 GB at once
-    log_joint_values = jax.lax.map(log_joint, points, batch_size=min(points.shape[0], GRID_BLOCK))
-    if log_joint_values.shape != points.shape[:1]:
-        raise ValueError(
-            f"log_joint must map one latent vector (d,) to a scalar; on {points.shape[0]} grid "
-            f"points it returned shape {log_joint_values.shape}."
-        )
+    log_joint_values = _per_sample(log_joint, points)
+    _args.one_value_per_sample("log_joint", log_joint_values, points.shape[0])
     log_density, log_evidence = normalize_on_grid(log_joint_values, jnp.asarray(cell_volume))
     return GridPosterior(points, log_density, log_evidence, cell_volume)
 
@@ -225,6 +195,55 @@ def grid_moments(posterior):
     mean = weights @ posterior.points
     centred = posterior.points - mean
     return mean, (weights[:, None] * centred).T @ centred
+
+
+class GridCoverage(NamedTuple):
+    """How well a regular grid holds a posterior (see :func:`grid_coverage`).
+
+    Attributes:
+        edge_share: largest ratio, over the axes, of p(z|x)'s marginal on an outermost grid slice to its
+            marginal on the fullest slice; ~0 when the grid reaches into the posterior's tails
+            (a Gaussian: 1e-3 at 3.7 standard deviations).
+        peak_share: the largest share of p(z|x)'s mass on one grid point, ``max_g p(z_g|x) Delta``;
+            near 1 when the posterior is narrower than a cell.
+    """
+
+    edge_share: float
+    peak_share: float
+
+    @property
+    def problem(self):
+        """A sentence saying why log p(x) on this grid cannot be trusted, or ``""`` when it can."""
+        if self.edge_share > GRID_EDGE_SHARE:
+            return (f"the posterior's mass reaches the grid's edge (its density there is {self.edge_share:.2%} of "
+                    "its peak), so log p(x) misses what lies beyond: widen or move the grid to cover the posterior.")
+        if self.peak_share > GRID_PEAK_SHARE:
+            return (f"{self.peak_share:.0%} of the posterior's mass sits on one grid point (the posterior is "
+                    "narrower than a cell), so log p(x) by quadrature is off: use a finer grid around the posterior.")
+        return ""
+
+
+GRID_EDGE_SHARE = 1e-3  # an outermost slice holding more than this share of the fullest slice: the grid is too narrow
+GRID_PEAK_SHARE = 0.5  # one point holding more than half the mass: the posterior is narrower than ~0.8 cells
+
+
+def grid_coverage(posterior):
+    r"""Whether a :class:`GridPosterior` holds its posterior: mass at the grid's edge, mass within one cell.
+
+    A grid that misses the posterior still "normalises" whatever tail it holds, so log p(x) by
+    quadrature can be off by hundreds of nats without any sign; this is the sign. Returns a
+    :class:`GridCoverage` (its ``.problem`` is a sentence, empty when the grid is fine).
+    Introduced in lesson 4 (the ELBO widget warns with it).
+    """
+    weights = np.exp(np.asarray(posterior.log_density, np.float64)) * float(posterior.cell_volume)  # sums to 1
+    points = np.asarray(posterior.points)
+    shape = tuple(len(np.unique(points[:, i])) for i in range(points.shape[1]))
+    weights = weights.reshape(shape)
+    edge = 0.0
+    for i in range(weights.ndim):
+        marginal = weights.sum(axis=tuple(j for j in range(weights.ndim) if j != i))
+        edge = max(edge, max(marginal[0], marginal[-1]) / marginal.max())
+    return GridCoverage(float(edge), float(weights.max()))
 
 
 def naive_log_evidence(key, log_likelihood, latent_dim, num_samples):
@@ -247,12 +266,16 @@ def naive_log_evidence(key, log_likelihood, latent_dim, num_samples):
     """
     _args.prng_key("key", key)
     num_samples, latent_dim = _args.count("num_samples", num_samples), _args.count("latent_dim", latent_dim)
-    z = jax.random.normal(key, (num_samples, latent_dim))
-    log_lik = jax.vmap(log_likelihood)(z)
-    if log_lik.shape != (num_samples,):
-        raise ValueError(
-            f"log_likelihood must map z (d,) to a scalar; it returned shape {log_lik.shape[1:]}."
-        )
+    log_likelihood = _args.function("log_likelihood", log_likelihood, "z (latent_dim,) -> log p(x | z)")
+    return _naive_log_evidence(key, log_likelihood, latent_dim, num_samples)
+
+
+# One program (see _args.function); the samples in blocks (_per_sample), so memory stays flat in num_samples.
+@functools.partial(jax.jit, static_argnames=("latent_dim", "num_samples"))
+def _naive_log_evidence(key, log_likelihood, latent_dim, num_samples):
+    z = jax.random.normal(key, (num_samples, latent_dim))  # the draws of the docstring, whatever the blocks
+    log_lik = _per_sample(log_likelihood, z)
+    _args.one_value_per_sample("log_likelihood", log_lik, num_samples, what="log p(x | z)")
     return jax.nn.logsumexp(log_lik) - jnp.log(num_samples)
 
 
@@ -273,7 +296,7 @@ def decoder_log_likelihood(decoder, x):
 
     Introduced in lesson 3.
     """
-    return Partial(_decoder_log_likelihood, _pytree_decoder(decoder), _one_image(x))
+    return Partial(_decoder_log_likelihood, _pytree_decoder(decoder), _args.one_image("x", x))
 
 
 def decoder_log_joint(decoder, x):
@@ -287,15 +310,7 @@ def decoder_log_joint(decoder, x):
     estimators compile it once for all images. Introduced in lesson 3; lessons 4 and 7 use it
     for trained VAEs.
     """
-    return Partial(_decoder_log_joint, _pytree_decoder(decoder), _one_image(x))
-
-
-def _one_image(x):
-    if jnp.ndim(x) != 1:
-        raise ValueError(
-            f"x must be one flat image (pixels,), got shape {jnp.shape(x)}; use jax.vmap for a batch."
-        )
-    return jnp.asarray(x)
+    return Partial(_decoder_log_joint, _pytree_decoder(decoder), _args.one_image("x", x))
 
 
 def _pytree_decoder(decoder):

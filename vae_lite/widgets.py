@@ -18,6 +18,7 @@ import io
 import math
 import re
 import textwrap
+import warnings
 
 import ipywidgets as widgets
 import jax
@@ -27,7 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from vae_lite.posterior import grid_posterior
+from vae_lite import _args
+from vae_lite.posterior import grid_coverage, grid_posterior
 
 # ---------------------------------------------------------------- pictures
 
@@ -206,6 +208,13 @@ class View:
 
 # ---------------------------------------------------------------- lesson 4: ELBO widget
 
+MIN_GRID_POINTS = 11  # the ELBO widget's grid: q and the posterior each need several points
+
+
+class GridCoverageWarning(UserWarning):
+    """The ELBO widget's grid does not hold the posterior: its log p(x) by quadrature is wrong."""
+
+
 
 class ElboWidget(View):
     r"""Sliders for a 1-D Gaussian q(z) = N(mu, e^{log_var}); log p(x), ELBO and KL by quadrature.
@@ -216,31 +225,24 @@ class ElboWidget(View):
     """
 
     def __init__(self, log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None):
-        self.z_grid = np.asarray(grid_axis, np.float64)
-        if self.z_grid.ndim != 1 or len(self.z_grid) < 3:
-            raise ValueError(f"grid_axis must be a 1-D array of at least 3 points, got shape {self.z_grid.shape}.")
-        for name, value in (("mu", mu), ("log_var", log_var)):
-            if not np.all(np.isfinite(np.asarray(value, np.float64))) or np.ndim(value) != 0:
-                raise ValueError(f"{name} must be one finite number (the slider's start), got {value!r}.")
-        try:
-            out = jax.eval_shape(log_joint, jax.ShapeDtypeStruct((1,), jnp.float32))
-        except Exception as error:  # a log joint of another latent dimension fails inside its own code
-            raise ValueError(
-                f"elbo_widget is for a model with a 1-D latent: log_joint(z) on z of shape (1,) failed with "
-                f"{type(error).__name__}: {str(error).splitlines()[0][:200]}. Pass the log joint of a latent_dim=1 model."
-            ) from None
-        if out.shape != ():
-            raise ValueError(f"log_joint must return one number log p(x, z) per z, got shape {out.shape}.")
-        # grid_posterior checks that the axis is evenly spaced
-        post = grid_posterior(lambda z: log_joint(z), [jnp.asarray(grid_axis, jnp.float32)])
+        (axis,) = _args.grid_axes([grid_axis], min_points=MIN_GRID_POINTS, names=["grid_axis"])
+        self.z_grid = np.asarray(axis, np.float64)
+        mu, log_var = _args.number("mu", mu), _args.number("log_var", log_var)
+        _args.scalar_of_latent("log_joint", log_joint, 1, "elbo_widget is for a model with a 1-D latent: pass "
+                               "the log joint log p(x, z) of a latent_dim=1 model, summed to one number.")
+        post = grid_posterior(log_joint, [jnp.asarray(axis, jnp.float32)])
         self.log_evidence = float(post.log_evidence)
         self.log_cell = float(np.log(post.cell_volume))
         self.log_post = np.asarray(post.log_density, np.float64)  # (G,) log p(z_g|x)
         self.log_joint_values = self.log_post + self.log_evidence
+        self.grid_problem = grid_coverage(post).problem  # "" when the grid holds the posterior
+        if self.grid_problem:
+            warnings.warn(f"elbo_widget: {self.grid_problem}", GridCoverageWarning, stacklevel=3)
         lo, hi = float(self.z_grid[0]), float(self.z_grid[-1])
         spacing = (hi - lo) / (len(self.z_grid) - 1)
-        if log_var_range is None:
+        if log_var_range is None:  # from q two cells wide to q as wide as the grid (MIN_GRID_POINTS keeps low < high)
             log_var_range = (round(2 * np.log(2 * spacing), 1), round(2 * np.log((hi - lo) / 2), 1))
+        log_var_range = _args.interval("log_var_range", log_var_range)
         self.mu_slider = widgets.FloatSlider(float(np.clip(mu, lo, hi)), min=lo, max=hi, step=spacing,
                                              description="mu", continuous_update=True, readout_format=".2f")
         self.log_var_slider = slider("log_var", log_var, log_var_range[1], 0.05, lo=log_var_range[0])
@@ -286,7 +288,8 @@ class ElboWidget(View):
         self.text.value = (
             f"<b>log p(x)</b> = {self.log_evidence:.3f} &nbsp; = &nbsp; <b>ELBO</b> {self.elbo:.3f}"
             f" &nbsp;+&nbsp; <b>KL(q || p(z|x))</b> {self.kl:.3f} &nbsp; (nats)"
-        )
+        ) + (f'<br><span style="color:#b00000">Warning: {html.escape(self.grid_problem)}</span>'
+             if self.grid_problem else "")
         q = np.exp(log_q)
         self.q_line.set_ydata(q)
         top = 1.1 * max(np.exp(self.log_post).max(), q.max())
@@ -308,9 +311,13 @@ def elbo_widget(log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None
 
     Args:
         log_joint: ``z (1,) -> log p(x, z)`` (scalar).
-        grid_axis: ``(G,)`` evenly spaced latent values covering the posterior.
+        grid_axis: ``(G,)`` evenly spaced latent values covering the posterior, G >= 11. A grid whose
+            outermost points hold posterior mass (too narrow or shifted) or whose cells are wider
+            than the posterior gives a wrong log p(x): the widget then says so under the numbers and
+            issues a :class:`GridCoverageWarning` (see :func:`vae_lite.posterior.grid_coverage`).
         mu, log_var: initial parameters of q (clamped to the slider ranges).
-        log_var_range: ``(min, max)`` of the log-variance slider (default from the grid spacing and width).
+        log_var_range: ``(low, high)`` of the log-variance slider, low < high (default from the grid
+            spacing and width).
 
     Returns:
         an :class:`ElboWidget` (``.widget``, ``.mu``, ``.log_var``, ``.elbo``, ``.kl``, ``.log_evidence``).
