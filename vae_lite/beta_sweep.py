@@ -1,0 +1,327 @@
+r"""The KL weight β, live: one slider over a sweep of trained VAEs (lesson 6).
+
+Lesson 6 trains the same VAE with the loss :math:`-\mathbb E_q[\log p(x \mid z)] + \beta\,\mathrm{KL}(q \,\|\, p(z))`
+for several β. :func:`sweep` computes, once per β, everything the picture shows: decoded prior
+samples (the same draws z ~ N(0, I) for every β), reconstructions of a few fixed test images,
+the encoder's mean standard deviation and mean KL per latent dimension,
+
+.. math:: \bar\sigma_j = \frac1N \sum_i e^{\text{log\_var}_{ij}/2}, \qquad
+    \overline{\mathrm{KL}}_j = \frac1N \sum_i \tfrac12\big(\mu_{ij}^2 + e^{\text{log\_var}_{ij}} - 1 - \text{log\_var}_{ij}\big),
+
+and the readouts (reconstruction term, KL, the digit classifier's recognised share of the prior
+samples). :func:`beta_widget` shows them with a β slider; it takes only these arrays (a :class:`Sweep`),
+so it can be built and tested without models, and each move only swaps pictures drawn beforehand.
+"""
+
+import math
+from typing import NamedTuple
+
+import ipywidgets as widgets
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from vae_lite import _args
+from vae_lite.widgets import View, control_text
+
+SWITCHED_OFF_KL = 0.1  # nats: a dimension whose mean KL is below this carries (almost) nothing about x
+
+
+class DimensionSummary(NamedTuple):
+    """Per latent dimension j, means over images of the encoder's q(z | x), from :func:`dimension_summary`."""
+
+    sigma: np.ndarray  # (d,): mean of sigma_j = exp(log_var_j / 2)
+    kl: np.ndarray  # (d,): mean of KL_j = (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2) / 2, nats
+
+
+class Sweep(NamedTuple):
+    """What :class:`BetaWidget` shows for B values of β (``pixels`` = product of ``image_shape``).
+
+    Attributes:
+        betas: ``(B,)`` the KL weights, increasing.
+        image_shape: ``(height, width)`` of one image.
+        originals: ``(R, pixels)`` the pictured test images, in [0, 1].
+        reconstructions: ``(B, R, pixels)`` p(x | z) with z ~ q(z | x) for each of them, pixel probabilities.
+        samples: ``(B, S, pixels)`` decoded prior samples, the same z for every β.
+        sigma: ``(B, d)`` the encoder's mean standard deviation per dimension (:func:`dimension_summary`).
+        kl: ``(B, d)`` the mean KL per dimension, nats.
+        reconstruction: ``(B,)`` the mean reconstruction term E_q[log p(x | z)] on the test images, nats.
+        recognised: ``(B,)`` the share of the prior samples the digit classifier recognises (NaN: not judged).
+        recognised_stderr: ``(B,)`` its binomial standard error.
+    """
+
+    betas: np.ndarray
+    image_shape: tuple
+    originals: np.ndarray
+    reconstructions: np.ndarray
+    samples: np.ndarray
+    sigma: np.ndarray
+    kl: np.ndarray
+    reconstruction: np.ndarray
+    recognised: np.ndarray
+    recognised_stderr: np.ndarray
+
+
+def dimension_summary(mu, log_var):
+    r"""Mean over images of σ_j and of KL(N(μ_j, σ_j²) ‖ N(0, 1)) per latent dimension j, in float64.
+
+    Args:
+        mu, log_var: ``(N, d)`` the encoder's outputs for N images.
+
+    Returns:
+        a :class:`DimensionSummary`; ``kl.sum()`` is the mean of ``distributions.kl_normal_std``. Lesson 6.
+    """
+    mu, log_var = _args.float_array("mu", mu), _args.float_array("log_var", log_var)
+    _args.same_shape("mu", mu, "log_var", log_var)
+    if jnp.ndim(mu) != 2 or len(mu) == 0:
+        raise ValueError(f"mu and log_var must be (num_images, latent_dim) with at least one image, got shape "
+                         f"{jnp.shape(mu)}; pass model.encoder(x) for a batch x.")
+    _args.finite("mu", mu)
+    _args.log_variance("log_var", log_var)
+    mu, log_var = np.asarray(mu, np.float64), np.asarray(log_var, np.float64)
+    kl = 0.5 * (mu**2 + np.exp(log_var) - 1.0 - log_var)
+    return DimensionSummary(np.exp(0.5 * log_var).mean(axis=0), kl.mean(axis=0))
+
+
+def sweep(models, x, z, *, key, num_images=8, num_samples=8, judge=None):
+    r"""Everything :class:`BetaWidget` shows, computed once per β.
+
+    Args:
+        models: a mapping β -> trained VAE (``model.encoder``, ``model.decoder``), e.g. ``{0.0: ..., 4.0: ...}``.
+        x: ``(N, pixels)`` binary test images: all of them give the readouts and the per-dimension means,
+            the first ``num_images`` are pictured.
+        z: ``(n, d)`` draws from N(0, I), decoded by every model; the first ``num_samples`` are pictured,
+            and with a ``judge`` all n are judged.
+        key: a JAX key for the one z ~ q(z | x) per image of the reconstruction term (as
+            ``training.evaluate(key, model, x)``, so the numbers are that function's) and of the pictured
+            reconstructions.
+        judge: optional digit classifier (``classifier.train_classifier(...).model``); without it the
+            recognised share is NaN.
+
+    Returns:
+        a :class:`Sweep`. Introduced in lesson 6.
+    """
+    from vae_lite import classifier, training
+
+    _args.prng_key("key", key)
+    if not hasattr(models, "items") or len(models) == 0:
+        raise ValueError(f"models must be a non-empty mapping beta -> trained VAE, got {type(models).__name__}; "
+                         "e.g. {beta: training.train(beta=beta, ...).model for beta in betas}.")
+    betas = np.array([_beta(b) for b in models], np.float64)
+    if np.any(np.diff(betas) <= 0):
+        raise ValueError(f"the betas must increase, got {list(betas)}; build the mapping in increasing order of beta.")
+    _args.floating("x", x)
+    if np.ndim(x) != 2:
+        raise ValueError(f"x must be (num_images, pixels) binary images, got shape {np.shape(x)}.")
+    num_images = _args.count("num_images", num_images)
+    num_samples = _args.count("num_samples", num_samples)
+    if num_images > len(x):
+        raise ValueError(f"num_images = {num_images} but x holds {len(x)} images; pass num_images <= {len(x)}.")
+    first = next(iter(models.values()))
+    if np.ndim(z) != 2 or np.shape(z)[1] != first.latent_dim or len(z) < num_samples:
+        raise ValueError(f"z must be (n, {first.latent_dim}) prior draws with n >= num_samples = {num_samples}, got "
+                         f"shape {np.shape(z)}; e.g. jax.random.normal(key, (2000, {first.latent_dim})).")
+    _args.floating("z", z)
+    _args.finite("z", z)
+    side = math.isqrt(np.shape(x)[1])
+    image_shape = (side, side) if side * side == np.shape(x)[1] else (1, np.shape(x)[1])
+    x, z = jnp.asarray(x), jnp.asarray(z)
+    pictured = x[:num_images]
+    out = {name: [] for name in ("reconstructions", "samples", "sigma", "kl", "reconstruction", "share", "stderr")}
+    for model in models.values():
+        summary = dimension_summary(*_encode(model, x, training.EVAL_BLOCK))
+        out["sigma"].append(summary.sigma)
+        out["kl"].append(summary.kl)
+        out["reconstruction"].append(training.evaluate(key, model, x).recon)
+        mu, log_var = model.encoder(pictured)
+        z_q = mu + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.split(key)[1], mu.shape)
+        out["reconstructions"].append(np.asarray(jax.nn.sigmoid(model.decoder(z_q))))
+        decoded = jax.nn.sigmoid(model.decoder(z))
+        out["samples"].append(np.asarray(decoded[:num_samples]))
+        if judge is None:
+            out["share"].append(np.nan)
+            out["stderr"].append(np.nan)
+        else:
+            share = classifier.confident_share(judge, np.asarray(decoded))
+            out["share"].append(share.share)
+            out["stderr"].append(share.stderr)
+    return Sweep(betas, image_shape, np.asarray(pictured, np.float32), np.stack(out["reconstructions"]),
+                 np.stack(out["samples"]), np.stack(out["sigma"]), np.stack(out["kl"]),
+                 np.array(out["reconstruction"]), np.array(out["share"]), np.array(out["stderr"]))
+
+
+def _beta(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"each beta must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def _encode(model, x, block):
+    """The encoder's (mu, log_var) for all of ``x``, a block of images at a time."""
+    parts = [model.encoder(x[start : start + block]) for start in range(0, len(x), block)]
+    return tuple(np.concatenate([np.asarray(p[i]) for p in parts]) for i in (0, 1))
+
+
+# ---------------------------------------------------------------- the widget
+
+
+def _checked(s):
+    """Raise unless the arrays of the :class:`Sweep` ``s`` fit together; returns them as float64 / float32 arrays."""
+    if not isinstance(s, Sweep):
+        raise ValueError(f"beta_widget takes a beta_sweep.Sweep (from beta_sweep.sweep), got {type(s).__name__}.")
+    betas = np.asarray(s.betas, np.float64)
+    if betas.ndim != 1 or len(betas) == 0 or not np.all(np.isfinite(betas)) or np.any(betas < 0) \
+            or np.any(np.diff(betas) <= 0):
+        raise ValueError(f"betas must be (B,) finite numbers >= 0, increasing, got {s.betas!r}.")
+    num = len(betas)
+    shape = tuple(int(n) for n in s.image_shape)
+    pixels = math.prod(shape)
+    originals = np.asarray(s.originals, np.float32)
+    expected = {"originals": (originals.shape[0], pixels),
+                "reconstructions": (num, originals.shape[0], pixels),
+                "samples": (num, np.shape(s.samples)[1] if np.ndim(s.samples) == 3 else -1, pixels),
+                "sigma": (num, np.shape(s.sigma)[-1] if np.ndim(s.sigma) else -1),
+                "kl": (num, np.shape(s.sigma)[-1] if np.ndim(s.sigma) else -1),
+                "reconstruction": (num,), "recognised": (num,), "recognised_stderr": (num,)}
+    arrays = {}
+    for name, want in expected.items():
+        value = np.asarray(getattr(s, name), np.float64)
+        if value.shape != want or 0 in value.shape:
+            raise ValueError(f"Sweep.{name} must have shape {want} (B = {num} betas, images of {shape}), got "
+                             f"{value.shape}; build the Sweep with beta_sweep.sweep.")
+        finite = value if not name.startswith("recognised") else value[~np.isnan(value)]
+        if not np.all(np.isfinite(finite)):
+            raise ValueError(f"Sweep.{name} holds NaN or infinity; it must be finite numbers.")
+        arrays[name] = value
+    for name in ("originals", "reconstructions", "samples"):
+        if arrays[name].min() < 0 or arrays[name].max() > 1:
+            raise ValueError(f"Sweep.{name} must hold pixel intensities in [0, 1] (sigmoid of the decoder's logits).")
+    if arrays["sigma"].min() <= 0 or arrays["kl"].min() < -1e-6:
+        raise ValueError("Sweep.sigma must be > 0 and Sweep.kl >= 0 (a KL divergence cannot be negative).")
+    return betas, shape, arrays
+
+
+class BetaWidget(View):
+    """A β slider over a :class:`Sweep`: test images, their reconstructions, prior samples (the same z for
+    every β), σ and KL per latent dimension, and the readouts of the chosen β.
+
+    Built by :func:`beta_widget`. ``.beta`` is the chosen β, ``.readout`` the numbers shown; every picture
+    is drawn when the widget is built, so a move of the slider only shows another one. :meth:`select` picks
+    a β by value and refuses, with a visible message, one the sweep did not train.
+    """
+
+    target = 1  # the pictures are drawn at their final size
+
+    def __init__(self, s, index=None):
+        self.betas, self.image_shape, self.arrays = _checked(s)
+        num = len(self.betas)
+        index = num - 1 if index is None else index
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < num:
+            raise ValueError(f"index must be a whole number from 0 to {num - 1} (which beta to show first), "
+                             f"got {index!r}.")
+        kl = self.arrays["kl"]
+        self.order = np.argsort(kl[-1], kind="stable")  # dimensions sorted by their KL at the largest beta
+        self._pictures = [self._draw(i) for i in range(num)]
+        self.slider = widgets.SelectionSlider(options=[(f"{b:g}", i) for i, b in enumerate(self.betas)],
+                                              value=int(index), description="β (KL weight)", continuous_update=True,
+                                              style={"description_width": "110px"})
+        self.text, self.message = widgets.HTML(), widgets.HTML()
+        self.slider.observe(self._moved, names="value")
+        self._init_view([self.slider, self.text, self.message], beside=False)
+
+    @property
+    def index(self):
+        return self.slider.value
+
+    @property
+    def beta(self):
+        return float(self.betas[self.index])
+
+    def _moved(self, change):
+        self.message.value = ""
+        self.refresh()
+
+    def select(self, beta):
+        """Show β = ``beta`` if the sweep has it; otherwise say so under the slider and keep the picture."""
+        try:
+            value = float(beta)
+        except (TypeError, ValueError):
+            value = math.nan
+        match = np.flatnonzero(np.isclose(self.betas, value, rtol=1e-9, atol=1e-12)) if math.isfinite(value) else []
+        if len(match) == 0:
+            trained = ", ".join(f"{b:g}" for b in self.betas)
+            self.message.value = (f"<span style='color:#b00'>β = {beta!r} is not in the sweep (trained: {trained}); "
+                                  f"still showing β = {self.beta:g}.</span>")
+            return False
+        self.slider.value = int(match[0])
+        return True
+
+    def _draw(self, i):
+        """The picture of β number ``i`` as an RGB array: three rows of images and two bar charts."""
+        a, h, w = self.arrays, *self.image_shape
+        fig = Figure(figsize=(12, 4.6), dpi=72)
+        canvas = FigureCanvasAgg(fig)
+        grid = fig.add_gridspec(3, 2, width_ratios=(1.45, 1.0), hspace=0.5, wspace=0.18,
+                                left=0.01, right=0.99, top=0.9, bottom=0.13)
+        rows = ((a["originals"], "test images (binarised)"),
+                (a["reconstructions"][i], "their reconstructions: p(x | z), z ~ q(z | x)"),
+                (a["samples"][i], "prior samples: the same z ~ N(0, I) for every β, decoded"))
+        for row, (images, title) in enumerate(rows):
+            ax = fig.add_subplot(grid[row, 0])
+            strip = np.concatenate([np.pad(im.reshape(h, w), ((0, 0), (0, 1)), constant_values=1.0) for im in images],
+                                   axis=1)[:, :-1]
+            ax.imshow(strip, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_axis_off()
+            ax.set_title(title, fontsize=9, loc="left")
+        dims = np.arange(len(self.order))
+        right = grid[:, 1].subgridspec(2, 1, hspace=0.3)
+        sigma_ax, kl_ax = fig.add_subplot(right[0]), fig.add_subplot(right[1])
+        off = a["kl"][i][self.order] < SWITCHED_OFF_KL
+        colors = np.where(off, "tab:red", "tab:blue")
+        sigma_ax.bar(dims, a["sigma"][i][self.order], color=colors)
+        sigma_ax.axhline(1.0, color="k", ls="--", lw=1)
+        sigma_ax.set(ylim=(0, 1.1), ylabel="mean σ_j", xticks=[])
+        sigma_ax.set_title("encoder's σ per dimension (dashed: the prior's σ = 1)", fontsize=9)
+        kl_ax.bar(dims, np.maximum(a["kl"][i][self.order], 1e-3), color=colors)
+        kl_ax.axhline(SWITCHED_OFF_KL, color="k", ls=":", lw=1)
+        kl_ax.set_yscale("log")
+        kl_ax.set_ylim(1e-3, 2 * max(1.0, a["kl"].max()))
+        kl_ax.set(ylabel="mean KL_j (nats, log scale)", xticks=dims[::2])
+        kl_ax.set_xlabel(f"latent dimension j (sorted by its KL at β = {self.betas[-1]:g}); red: KL < "
+                         f"{SWITCHED_OFF_KL:g} nats", fontsize=9)
+        kl_ax.set_title("KL per dimension (dotted: 0.1 nats)", fontsize=9)
+        fig.suptitle(f"β = {self.betas[i]:g}", fontsize=12, x=0.02, ha="left")
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def picture(self):
+        a, i = self.arrays, self.index
+        kl = float(a["kl"][i].sum())
+        recon = float(a["reconstruction"][i])
+        self.readout = {"beta": self.beta, "reconstruction": recon, "kl": kl, "elbo": recon - kl,
+                        "mean_sigma": float(a["sigma"][i].mean()),
+                        "switched_off": int(np.sum(a["kl"][i] < SWITCHED_OFF_KL)),
+                        "recognised": float(a["recognised"][i]), "recognised_stderr": float(a["recognised_stderr"][i])}
+        r = self.readout
+        judged = ("" if math.isnan(r["recognised"]) else
+                  f"; prior samples recognised {r['recognised']:.3f} ± {r['recognised_stderr']:.3f}")
+        self.text.value = (f"β = {r['beta']:g}: reconstruction term {recon:.1f} nats, KL {kl:.1f} nats "
+                           f"(ELBO {recon - kl:.1f}), mean σ {r['mean_sigma']:.3f}, "
+                           f"{r['switched_off']} of {len(a['kl'][i])} dimensions below {SWITCHED_OFF_KL:g} nats{judged}")
+        return self._pictures[i]
+
+    def caption(self):
+        """The static copy's text: the chosen beta and the readouts (Greek letters spelled out for the PNG's font)."""
+        lines = ["Static copy of the widget (run the notebook to move the slider):",
+                 f"beta (KL weight) = {self.beta:g}, of {', '.join(f'{b:g}' for b in self.betas)}",
+                 control_text(self.text)]
+        return [line.replace("β", "beta").replace("σ", "sigma").replace("±", "+-") for line in lines]
+
+
+def beta_widget(s, *, index=None):
+    """A β slider over the :class:`Sweep` ``s`` (from :func:`sweep`), starting at β number ``index`` (default:
+    the largest). Introduced in lesson 6."""
+    return BetaWidget(s, index)
