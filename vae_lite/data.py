@@ -8,6 +8,14 @@ Lookup order for the IDX files of MNIST / Fashion-MNIST:
 4. the per-user cache (``$VAE_LITE_CACHE/data`` or ``~/.cache/vae-lite/data``),
 5. a download from the known mirrors into the cache (checksum verified, atomic write).
 
+A download tries the mirrors in order and moves on from one that fails in any way (refused,
+an HTTP error, a connection closed early, silence for ``DOWNLOAD_TIMEOUT_S``, more than
+``MAX_DOWNLOAD_BYTES``, the wrong checksum); each failure is named in the final error. Each
+file gets ``DOWNLOAD_DEADLINE_S`` seconds in all, shared among the mirrors not yet tried, so
+a mirror that trickles a byte at a time cannot hold up the next one. A downloaded file that
+cannot be written into the cache (read-only, full) is used from memory, with one
+:class:`DataCacheWarning`.
+
 In a folder, the files may sit directly (``folder/train-images-idx3-ubyte.gz``) or in
 a sub-folder named after the data set (``folder/mnist/...``); every file is checked
 against its published MD5, so an MNIST file is never mistaken for a Fashion-MNIST one.
@@ -22,10 +30,12 @@ so the whole series runs in seconds.
 import functools
 import gzip
 import hashlib
+import http.client
 import importlib.resources
 import os
-import sys
+import time
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +48,10 @@ from vae_lite._runtime import CACHE_ENV, atomic_write_bytes, cache_dir  # noqa: 
 
 DATA_ENV = "VAE_LITE_DATA"
 DATASET_ENV = "VAE_LITE_DATASET"
-DOWNLOAD_TIMEOUT_S = 10.0
+DOWNLOAD_TIMEOUT_S = 10.0  # the longest wait for a mirror to connect or send the next bytes
+DOWNLOAD_DEADLINE_S = 300.0  # one file, all mirrors together: a 26 MB file at 90 kB/s
+MAX_DOWNLOAD_BYTES = 32 * 2**20  # the largest file, Fashion-MNIST's training images, is 26.4 MB
+DOWNLOAD_CHUNK = 1 << 16  # bytes asked for per read
 BINARIZE_BLOCK = 1024  # rows binarised together by binarize_fixed (small blocks: small intermediates)
 
 _MNIST_MD5 = {
@@ -77,6 +90,14 @@ class DataUnavailableError(FileNotFoundError):
 
 class ChecksumError(ValueError):
     """A data file on disk does not match its published checksum."""
+
+
+class DataCacheWarning(UserWarning):
+    """Downloaded files could not be written into the cache; they are used from memory this time."""
+
+
+class DatasetSubstitutedWarning(UserWarning):
+    """:func:`load` returns the bundled 8x8 digits instead of the data set asked for."""
 
 
 class Images:
@@ -222,24 +243,61 @@ def _find_in(folder, name, filename, expected_md5):
     return None
 
 
-def _download(name, filename, expected_md5, target):
+class _MirrorFailed(Exception):
+    """One mirror did not deliver the file (the reason is the message)."""
+
+
+def _fetch(url, deadline):
+    """The body served at ``url``, read until ``deadline`` (``time.monotonic()``) at the latest.
+
+    Raises :class:`_MirrorFailed`, or the ``OSError`` / ``HTTPException`` of the connection.
+    """
+    wait = max(0.01, min(DOWNLOAD_TIMEOUT_S, deadline - time.monotonic()))
+    with urllib.request.urlopen(url, timeout=wait) as response:  # each later read also waits at most `wait`
+        announced = response.headers.get("Content-Length")
+        announced = int(announced) if announced and announced.strip().isdigit() else None
+        if announced is not None and announced > MAX_DOWNLOAD_BYTES:
+            raise _MirrorFailed(f"announces {announced} bytes, more than any data file ({MAX_DOWNLOAD_BYTES}); not read")
+        payload = bytearray()
+        while chunk := response.read1(DOWNLOAD_CHUNK):  # read1: returns what has arrived, however little
+            payload += chunk
+            if len(payload) > MAX_DOWNLOAD_BYTES:
+                raise _MirrorFailed(f"sent more than {MAX_DOWNLOAD_BYTES} bytes, more than any data file; stopped")
+            if time.monotonic() > deadline:
+                raise _MirrorFailed(f"too slow: {len(payload)} bytes in its share of the "
+                                    f"{DOWNLOAD_DEADLINE_S:g} s deadline; stopped")
+    if announced is not None and len(payload) != announced:
+        raise _MirrorFailed(f"closed the connection after {len(payload)} of {announced} bytes")
+    return bytes(payload)
+
+
+def _download(name, filename, expected_md5):
     """Download ``filename`` from the first mirror that serves the right bytes.
 
-    Returns ``(path or None, failures)`` with one ``(url, reason)`` per mirror that failed.
+    The mirrors share :data:`DOWNLOAD_DEADLINE_S`: each gets the time left divided by the
+    number of mirrors left (the last one all of it). Returns ``(payload or None, failures)``
+    with one ``(url, reason)`` per mirror that failed.
     """
     failures = []
-    for mirror in IDX_SOURCES[name][1]:
+    mirrors = IDX_SOURCES[name][1]
+    end = time.monotonic() + DOWNLOAD_DEADLINE_S
+    for i, mirror in enumerate(mirrors):
         url = mirror + filename
+        now = time.monotonic()
+        if now >= end:
+            failures.append((url, f"not tried: the {DOWNLOAD_DEADLINE_S:g} s deadline had passed"))
+            continue
         try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                payload = response.read()
-        except OSError as err:  # refused, unreachable, timed out, HTTP error: try the next mirror
-            failures.append((url, getattr(err, "reason", None) or err))
+            payload = _fetch(url, now + (end - now) / (len(mirrors) - i))
+        except _MirrorFailed as err:
+            failures.append((url, str(err)))
+            continue
+        except (OSError, http.client.HTTPException) as err:  # refused, HTTP error, silent, closed early
+            failures.append((url, getattr(err, "reason", None) or f"{type(err).__name__}: {err}"))
             continue
         actual = hashlib.md5(payload).hexdigest()
         if actual == expected_md5:
-            atomic_write_bytes(target, payload)
-            return target, failures
+            return payload, failures
         failures.append((url, f"checksum mismatch (MD5 {actual}, expected {expected_md5}); not saved"))
     return None, failures
 
@@ -251,51 +309,79 @@ def search_folders(name, data_dir=None):
 
 
 def locate_idx_files(name, data_dir=None, *, download=True):
-    """Paths of the four verified IDX files of ``name``, searching in the documented order."""
+    """The four verified IDX files of ``name``, searching in the documented order.
+
+    Returns ``{filename: path}``; a file that was downloaded but could not be written into the
+    cache is its verified bytes instead of a path (with one :class:`DataCacheWarning` for all).
+    """
     checksums = IDX_SOURCES[name][0]
     folders = search_folders(name, data_dir)
-    paths = {}
+    found, unsaved = {}, []
     for filename, expected in checksums.items():
         for folder in folders:
-            found = _find_in(folder, name, filename, expected)
-            if found:
-                paths[filename] = found
+            path = _find_in(folder, name, filename, expected)
+            if path:
+                found[filename] = path
                 break
         else:
-            target = cache_dir() / "data" / name / filename
-            found, failures = _download(name, filename, expected, target) if download else (None, ())
-            if found is None:
+            payload, failures = _download(name, filename, expected) if download else (None, ())
+            if payload is None:
                 raise DataUnavailableError(_offline_message(name, folders, failures))
-            paths[filename] = found
-    return paths
+            target = cache_dir() / "data" / name / filename
+            try:
+                atomic_write_bytes(target, payload)
+                found[filename] = target
+            except OSError as err:  # read-only or full cache, a file where its folder should be
+                found[filename] = payload
+                unsaved.append(f"{target} ({err.strerror or err})")
+    if unsaved:
+        warnings.warn(
+            f"The downloaded {name} files could not be written into the cache, so they are used from memory "
+            f"this time and downloaded again next time: {'; '.join(unsaved)}. Set {CACHE_ENV} to a writable "
+            f"folder, or {DATA_ENV} to a folder holding the files, to keep them.",
+            DataCacheWarning,
+            stacklevel=4,
+        )
+    return found
 
 
-def read_idx(path):
-    """Read a gzipped IDX file (the MNIST format) into a numpy array."""
+def read_idx(source):
+    """Read a gzipped IDX file (the MNIST format) into a numpy array.
+
+    ``source`` is the file's path, or its bytes (a download that could not be cached).
+    """
+    shown = "the downloaded file" if isinstance(source, bytes) else source
+    fix = "Download it again." if isinstance(source, bytes) else _checksum_fix(source)
     try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
+        if isinstance(source, bytes):
+            raw = gzip.decompress(source)
+        else:
+            with gzip.open(source, "rb") as f:
+                raw = f.read()
     except (OSError, EOFError) as err:
-        raise ChecksumError(f"{path} is not a readable gzip file ({err}). {_checksum_fix(path)}") from err
+        raise ChecksumError(f"{shown} is not a readable gzip file ({err}). {fix}") from err
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if raw[2] != 0x08 or data.size != int(np.prod(shape)):
-        raise ChecksumError(f"{path} is not a valid unsigned-byte IDX file of shape {shape}. {_checksum_fix(path)}")
+        raise ChecksumError(f"{shown} is not a valid unsigned-byte IDX file of shape {shape}. {fix}")
     return data.reshape(shape)
 
 
 @functools.lru_cache(maxsize=2)
 def _read_verified(files):
-    """Decode verified files once per process; the arrays are read-only, so sharing is safe."""
-    paths = {f: p for f, p, _mtime in files}
+    """Decode verified files once per process; the arrays are read-only, so sharing is safe.
+
+    ``files``: ``(filename, path or bytes, mtime)`` per file, so a changed file is read again.
+    """
+    sources = {f: source for f, source, _mtime in files}
 
     def images(f):
-        x = read_idx(paths[f])
+        x = read_idx(sources[f])
         return Images(x.reshape(len(x), -1), 255)
 
     def labels(f):
-        y = read_idx(paths[f]).astype(np.int32)
+        y = read_idx(sources[f]).astype(np.int32)
         y.setflags(write=False)
         return y
 
@@ -308,8 +394,11 @@ def _read_verified(files):
 
 
 def _load_idx(name, data_dir, download):
-    paths = locate_idx_files(name, data_dir, download=download)
-    key = tuple(sorted((f, str(p), p.stat().st_mtime_ns) for f, p in paths.items()))
+    found = locate_idx_files(name, data_dir, download=download)
+    key = tuple(sorted(
+        (f, source, 0) if isinstance(source, bytes) else (f, str(source), source.stat().st_mtime_ns)
+        for f, source in found.items()
+    ))
     return Dataset(name, *_read_verified(key), (28, 28))
 
 
@@ -354,20 +443,24 @@ def load(name="mnist", data_dir=None, *, download=True, fallback=False):
             variable ``VAE_LITE_DATASET=digits`` set, ``"mnist"`` gives the 8x8 digits.
         data_dir: optional folder holding the IDX files (searched first).
         download: try the mirrors when the files are not on disk.
-        fallback: when the files are unavailable, print a visible notice and
-            return the bundled digits instead of raising ``DataUnavailableError``.
+        fallback: when the files are unavailable, return the bundled digits instead of
+            raising ``DataUnavailableError``, with a :class:`DatasetSubstitutedWarning`.
 
     Returns:
-        a :class:`Dataset`. Introduced in lesson 1.
+        a :class:`Dataset`. Whenever it holds the digits instead of the data set asked for
+        (``VAE_LITE_DATASET=digits`` or ``fallback``), a :class:`DatasetSubstitutedWarning`
+        whose message starts with ``NOTICE:`` says so (in a notebook: under the cell).
+        Introduced in lesson 1.
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; valid names are {', '.join(DATASETS)}.")
     override = dataset_override()
     if override == "digits" and name == "mnist":
-        print(
+        warnings.warn(
             f"NOTICE: {DATASET_ENV}=digits, so this lesson uses the bundled 8x8 digits instead of "
             "MNIST. The numbers below will differ from the text, which quotes MNIST's.",
-            file=sys.stdout,
+            DatasetSubstitutedWarning,
+            stacklevel=2,
         )
         name = "digits"
     if name == "digits":
@@ -377,15 +470,18 @@ def load(name="mnist", data_dir=None, *, download=True, fallback=False):
     except DataUnavailableError as err:
         if not fallback:
             raise
-        print(
+        warnings.warn(
             f"NOTICE: {name} is not available here, so this lesson uses the bundled 8x8 "
             f"digits instead. The numbers below will differ from the text.\n{err}",
-            file=sys.stdout,
+            DatasetSubstitutedWarning,
+            stacklevel=2,
         )
         return load_digits()
 
 
-def _check_intensities(x):
+def _intensities(x):
+    """``x`` checked as intensities in [0, 1] (a list or tuple of numbers becomes an array)."""
+    x = _args.float_array("x", x) if isinstance(x, (list, tuple)) else x
     dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(
@@ -399,6 +495,7 @@ def _check_intensities(x):
             f"{np.nanmax(values):.4g}; grey levels 0-255 must be divided by 255 first."
         )
     _args.finite("x", values if values is not None else x, "Intensities must be numbers in [0, 1].")
+    return x
 
 
 def binarize(key, x):
@@ -406,13 +503,13 @@ def binarize(key, x):
 
     Args:
         key: a ``jax.random`` key (use a fresh one every epoch).
-        x: ``(..., pixels)`` intensities in [0, 1].
+        x: ``(..., pixels)`` intensities in [0, 1] (an array, or nested lists of numbers).
 
     Returns:
         float32 array of 0s and 1s, shaped like ``x``. Introduced in lesson 1.
     """
     _args.prng_key("key", key)
-    _check_intensities(x)
+    x = _intensities(x)
     return jax.random.bernoulli(key, x).astype(jnp.float32)
 
 
@@ -447,8 +544,7 @@ def binarize_fixed(x, seed=0):
     if isinstance(x, Images):
         levels, max_level = x.levels, x.max_level
     else:
-        _check_intensities(x)
-        levels, max_level = jnp.asarray(x, jnp.float32), 1
+        levels, max_level = jnp.asarray(_intensities(x), jnp.float32), 1
     if levels.ndim != 2 or levels.shape[0] == 0:
         raise ValueError(f"binarize_fixed needs (num_images, pixels) with num_images >= 1, got shape {levels.shape}.")
     block = min(BINARIZE_BLOCK, levels.shape[0])
