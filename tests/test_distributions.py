@@ -100,3 +100,32 @@ def test_shape_mismatch_raises_value_error_naming_shapes(fn, args, message):
 def test_integer_input_raises_value_error():
     with pytest.raises(ValueError, match="floating-point"):
         D.log_bernoulli(jnp.ones(3, dtype=jnp.int32), jnp.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: D.kl_normal_std(jnp.zeros(2), jnp.array([0.0, 200.0])), r"log_var = 200 is outside \[-80, 80\]"),
+        (lambda: D.kl_normal_std(jnp.array([1e20, 0.0]), jnp.zeros(2)), r"mu = 1e\+20 is outside \[-1e\+08, 1e\+08\]"),
+        (lambda: D.kl_normal_std(jnp.array([jnp.nan]), jnp.zeros(1)), "mu holds NaN"),
+        (lambda: D.log_normal_diag(jnp.zeros(2), jnp.zeros(2), jnp.array([-200.0, 0.0])), "log_var = -200"),
+        (lambda: D.reparameterize(jax.random.key(0), jnp.zeros(2), jnp.full(2, 200.0)), "log_var = 200"),
+    ],
+    ids=["kl-log-var", "kl-mu", "kl-nan", "density-log-var", "reparameterize-log-var"],
+)
+def test_values_beyond_float32_are_refused_instead_of_inf(call, message):
+    """kl_normal_std(0, 200) once returned inf silently (e^200 overflows float32)."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_the_float32_range_edge_still_gives_the_closed_form():
+    """At |log_var| = 80 and |mu| = 1e8, the limits, the KL is finite and equals the float64 formula."""
+    mu, log_var = np.array([1e8, 0.5]), np.array([80.0, -80.0])
+    expected = 0.5 * np.sum(mu**2 + np.exp(log_var) - 1 - log_var)
+    np.testing.assert_allclose(D.kl_normal_std(jnp.asarray(mu), jnp.asarray(log_var)), expected, rtol=1e-5)
+
+
+def test_inside_jit_the_values_are_not_known_and_not_checked():
+    """The documented limit of the value checks: a traced log_var of 200 gives float32's inf, not an error."""
+    assert jnp.isinf(jax.jit(D.kl_normal_std)(jnp.zeros(1), jnp.array([200.0])))

@@ -268,3 +268,13 @@ def test_a_new_data_point_reuses_the_compiled_estimator():
 def test_a_log_joint_that_is_not_a_function_is_refused():
     with pytest.raises(ValueError, match=r"log_joint must be a function z \(latent_dim,\) -> scalar, got ndarray"):
         elbo.elbo(KEY, np.zeros(3), jnp.zeros(3), jnp.zeros(3), 4)
+
+
+def test_a_mean_beyond_float32_is_refused_instead_of_minus_infinity():
+    """elbo with mu = 1e20 once returned -inf silently: log N(z; 0, I) = -z^2/2 overflows float32."""
+    model, x = make_problem(0)
+    for estimator in (elbo.elbo, elbo.log_evidence_is, elbo.elbo_kl_form):
+        with pytest.raises(ValueError, match=r"mu = 1e\+20 is outside \[-1e\+08, 1e\+08\]"):
+            estimator(KEY, model.log_joint(x), jnp.array([1e20, 0.0, 0.0]), jnp.zeros(3), 4)
+    with pytest.raises(ValueError, match=r"log_var = 200 is outside"):
+        elbo.elbo(KEY, model.log_joint(x), jnp.zeros(3), jnp.array([0.0, 200.0, 0.0]), 4)

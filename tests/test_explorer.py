@@ -241,3 +241,40 @@ def test_static_copies_state_their_slider_values(model, model2d, images):
     grid = explorer.manifold(model2d, IMAGE_SHAPE, num_points=5)
     grid.sliders[0].value = 1.5
     assert "z[0] = 1.50, z[1] = 0.00" in static_caption(grid)
+
+
+# ---------------------------------------------------------------- issue 22: careless arguments
+
+
+@pytest.mark.parametrize("path", [explorer.interpolate, explorer.slerp])
+def test_one_number_t_gives_one_code(path):
+    """interpolate(z0, z1, 0.5) once raised a raw IndexError; it is the formula read with NumPy broadcasting."""
+    z0, z1 = jnp.array([3.0, 0.0]), jnp.array([0.0, 3.0])
+    one = path(z0, z1, 0.25)
+    assert one.shape == (2,)
+    np.testing.assert_allclose(one, path(z0, z1, jnp.array([0.25]))[0], atol=1e-6)
+    if path is explorer.interpolate:
+        np.testing.assert_allclose(one, [2.25, 0.75], atol=1e-6)
+    else:  # a quarter of the way along the quarter circle of radius 3: angle 22.5 degrees
+        np.testing.assert_allclose(one, 3 * np.array([np.cos(np.pi / 8), np.sin(np.pi / 8)]), atol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: explorer.interpolate(jnp.zeros(2), jnp.zeros(3), 0.5), r"z0 and z1 must have the same shape"),
+    (lambda: explorer.interpolate(jnp.zeros((2, 2)), jnp.zeros((2, 2)), 0.5), r"z0 must be a 1-D array"),
+    (lambda: explorer.slerp(jnp.zeros(2), jnp.ones(2), jnp.zeros((2, 2))), r"t must be a 1-D array"),
+])  # fmt: skip
+def test_interpolation_shapes_are_checked(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("limit", [float("nan"), -3.0, 0.0, float("inf"), "3"])
+def test_a_slider_limit_must_be_a_positive_number(model, model2d, images, limit):
+    """latent_sliders(limit=nan) and limit=-3 once gave a raw TraitError (max < min)."""
+    with pytest.raises(ValueError, match="limit must be"):
+        explorer.latent_sliders(model, images[0], IMAGE_SHAPE, num_sliders=2, limit=limit)
+    with pytest.raises(ValueError, match="limit must be"):
+        explorer.encode_and_perturb(model, images[0], IMAGE_SHAPE, num_sliders=2, limit=limit)
+    with pytest.raises(ValueError, match="limit must be"):
+        explorer.manifold(model2d, IMAGE_SHAPE, num_points=3, limit=limit)

@@ -160,3 +160,47 @@ def test_elbo_widget_rejects_bad_grid(linear_gaussian):
     model, x = linear_gaussian
     with pytest.raises(ValueError, match="1-D"):
         widgets.elbo_widget(model.log_joint(x), jnp.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"log_var_range": (5, -5)}, r"log_var_range must be \(low, high\) with low < high, got \(5, -5\); pass \(-5, 5\)"),
+    ({"log_var_range": (0, float("nan"))}, "log_var_range's high must be one finite number"),
+    ({"grid_axis": jnp.linspace(-3, 3, 3)}, r"grid_axis must be a 1-D array of at least 11 points, got shape \(3,\)"),
+    ({"log_var": [0.0, 1.0]}, "log_var must be one finite number"),
+])  # fmt: skip
+def test_elbo_widget_refuses_what_its_sliders_cannot_show(linear_gaussian, bad, message):
+    """A reversed range and a 3-point grid (whose default range is reversed) once gave a raw TraitError."""
+    model, x = linear_gaussian
+    arguments = {"grid_axis": jnp.linspace(-6, 6, 1201), **bad}
+    with pytest.raises(ValueError, match=message):
+        widgets.elbo_widget(model.log_joint(x), **arguments)
+
+
+def one_d_model(weight, sigma):
+    """A 1-D linear-Gaussian model whose posterior has standard deviation (1 + weight^2 / sigma^2)^(-1/2)."""
+    return posterior.LinearGaussian(jnp.array([[weight]]), jnp.array([0.0]), sigma)
+
+
+@pytest.mark.parametrize("weight, sigma, x, axis, problem", [
+    (20.0, 0.2, 1.0, jnp.linspace(-3, 3, 101), "narrower than a cell"),  # posterior sd 0.01, cells 0.06
+    (2.0, 0.5, 1.0, jnp.linspace(-10, -5, 101), "reaches the grid's edge"),  # posterior N(0.47, 0.24^2)
+    (2.0, 0.5, 1.0, jnp.linspace(0.5, 3, 101), "reaches the grid's edge"),  # cuts the posterior at its mean
+])  # fmt: skip
+def test_elbo_widget_warns_when_its_grid_misses_the_posterior(weight, sigma, x, axis, problem):
+    """The quadrature log p(x) is then far from the exact one; the widget says so, live and in its static copy."""
+    model, x = one_d_model(weight, sigma), jnp.array([x])
+    with pytest.warns(widgets.GridCoverageWarning, match=problem):
+        view = widgets.elbo_widget(model.log_joint(x), axis)
+    assert abs(view.log_evidence - float(model.log_evidence(x))) > 0.1  # why it warns: the number is wrong
+    assert problem in view.text.value
+    assert problem in Image.open(io.BytesIO(view.static_png)).text["Description"]
+    view.mu_slider.value = 0.4  # the warning stays under the numbers as they change
+    assert problem in view.text.value
+
+
+def test_elbo_widget_on_a_grid_that_holds_the_posterior_is_silent_and_exact():
+    """The same model as above on a grid that covers it: no warning (warnings are errors here), log p(x) exact."""
+    model, x = one_d_model(2.0, 0.5), jnp.array([1.0])
+    view = widgets.elbo_widget(model.log_joint(x), jnp.linspace(-1.5, 2.5, 201))
+    assert "Warning" not in view.text.value
+    np.testing.assert_allclose(view.log_evidence, model.log_evidence(x), atol=1e-4)

@@ -254,7 +254,7 @@ def equal(name, value, expected, fix):
 
 def number(name, value, *, positive=False):
     """``value`` as a finite Python ``float`` (a slider's start or limit); ``positive``: also > 0."""
-    if isinstance(value, bool) or np.ndim(value) != 0:
+    if isinstance(value, (bool, str, bytes)) or np.ndim(value) != 0:
         raise ValueError(f"{name} must be one finite number, got {value!r}.")
     try:
         value = float(value)

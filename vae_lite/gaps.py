@@ -75,7 +75,7 @@ def decoder_grids(decoder, x, mu, log_var, *, num=61, width=10.0):
     num = _args.count("num", num, minimum=3)
     _args.image_batch("x", x)
     for name, a in (("mu", mu), ("log_var", log_var)):
-        _args.shape(name, a, (x.shape[0], 2), f"One 2-d q per image of x {jnp.shape(x)}: the encoder's (N, 2).")
+        _args.shape(name, a, (x.shape[0], 2), f"One q per image of x {jnp.shape(x)} for a 2-d latent: the encoder's (N, 2).")
     half = jnp.maximum(width * jnp.exp(0.5 * log_var), 0.5)  # (N, 2)
     steps = jnp.linspace(-1.0, 1.0, num)
     axes = mu[:, :, None] + half[:, :, None] * steps  # (N, 2, G)

@@ -288,7 +288,7 @@ class ElboWidget(View):
         self.text.value = (
             f"<b>log p(x)</b> = {self.log_evidence:.3f} &nbsp; = &nbsp; <b>ELBO</b> {self.elbo:.3f}"
             f" &nbsp;+&nbsp; <b>KL(q || p(z|x))</b> {self.kl:.3f} &nbsp; (nats)"
-        ) + (f'<br><span style="color:#b00000">Warning: {html.escape(self.grid_problem)}</span>'
+        ) + (f'<br><span style="color:#b00000">Warning: {html.escape(self.grid_problem, quote=False)}</span>'
              if self.grid_problem else "")
         q = np.exp(log_q)
         self.q_line.set_ydata(q)
