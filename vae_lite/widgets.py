@@ -21,7 +21,6 @@ import textwrap
 import warnings
 
 import ipywidgets as widgets
-import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
