@@ -31,6 +31,7 @@ from vae_lite.posterior import SAMPLE_BLOCK, _per_sample, decoder_log_joint
 
 # SAMPLE_BLOCK and _per_sample: the one blocking rule of the estimators, introduced with lesson 3's naive estimator.
 
+
 def _log_weights(key, log_joint, mu, log_var, num_samples):
     """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` draws z_s ~ q, shape ``(num_samples,)``."""
     _args.prng_key("key", key)
