@@ -1,6 +1,7 @@
 """Trainer and model cache on the small digits set (seconds, not minutes)."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -109,6 +110,19 @@ def test_bad_training_data_rejected(digits):
         training.TrainConfig(model="gan")
 
 
+@pytest.mark.parametrize("call", [
+    lambda model, none: training.fit(model, SMALL, none, progress=False),
+    lambda model, none: training.fit(model, SMALL, data.Images(np.zeros((0, 64), np.uint8), 16), progress=False),
+    lambda model, none: training.fit(model, SMALL, data.load("digits").x_train, held_out=none, progress=False),
+    lambda model, none: training.evaluate(jax.random.key(0), model, none),
+    lambda model, none: training.held_out_elbo(model, none),
+], ids=["fit", "fit-images", "fit-held-out", "evaluate", "held_out_elbo"])
+def test_zero_images_are_refused_with_the_shape(call):
+    model = training.build_model(SMALL, 64)
+    with pytest.raises(ValueError, match=r"must be \(num_images, pixels\) with at least one image, got shape \(0, 64\)"):
+        call(model, np.zeros((0, 64), np.float32))
+
+
 def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
     path = tmp_path / "m.npz"
     checkpoints.save_model(path, training.build_model(SMALL, 64))
@@ -184,17 +198,26 @@ def _rewrite_entry(path, change):
         np.savez(fh, **arrays)
 
 
+def _without_seconds(metadata):
+    """The metadata with everything but the history's ``seconds`` (which a loaded model's line reports)."""
+    metadata = json.loads(str(metadata))
+    del metadata["history"]["seconds"]
+    return np.array(json.dumps(metadata))
+
+
 @pytest.mark.parametrize(
     "change, reason",
     [
         (lambda a: a.__setitem__("metadata", np.array("[1, 2]")), "malformed metadata"),
         (lambda a: a.__setitem__("metadata", np.array('{"history": 3}')), "no valid training history"),
+        (lambda a: a.__setitem__("metadata", _without_seconds(a["metadata"])), "no valid training history"),
         (lambda a: a.__setitem__("metadata", np.array("{not json")), "not a readable"),
         (lambda a: a.__setitem__(next(k for k in a if k.startswith("param:")),
                                  np.full_like(a[next(k for k in a if k.startswith("param:"))], np.nan)), "NaN"),
         (lambda a: a.update({k: v.astype(np.float64) for k, v in a.items() if k.startswith("param:")}), "dtypes"),
     ],
-    ids=["metadata-not-object", "history-malformed", "metadata-not-json", "nan-params", "float64-params"],
+    ids=["metadata-not-object", "history-malformed", "history-without-seconds", "metadata-not-json", "nan-params",
+         "float64-params"],
 )
 def test_malformed_cache_entry_is_retrained_with_a_warning(digits, change, reason):
     path = _entry(digits)

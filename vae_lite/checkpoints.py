@@ -38,6 +38,9 @@ TRAINING_MODES = {
 }
 
 
+PARAMETER_LIMIT = 1e6  # |parameter| a trained model never reaches (the shipped models' largest is 2.3)
+
+
 class CheckpointMismatchError(ValueError):
     """A saved checkpoint does not fit the model it is loaded into, or cannot be read."""
 
@@ -53,6 +56,17 @@ class TrainingForbiddenError(RuntimeError):
 def _flat_params(model):
     leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def _unusable(params):
+    """Names of the arrays in ``{name: array}`` holding NaN, infinity or values beyond :data:`PARAMETER_LIMIT`.
+
+    Adam moves a parameter by about the learning rate per step, so a trained network's weights
+    stay of order 1; 1e30 is a diverged run or a damaged file, and its forward pass overflows
+    float32 (an ELBO of NaN).
+    """
+    return [name for name, value in params.items()
+            if not np.all(np.isfinite(value)) or np.max(np.abs(value), initial=0.0) > PARAMETER_LIMIT]
 
 
 def params_checksum(params):
@@ -73,8 +87,17 @@ def save_model(path, model, metadata=None):
     """Save a model's parameters (and JSON metadata) to ``path`` as ``.npz``, atomically.
 
     The metadata gains ``params_sha256``, the :func:`params_checksum` of the saved parameters.
+    Raises ``ValueError`` (and writes nothing) when a parameter is NaN, infinite or beyond
+    :data:`PARAMETER_LIMIT` in magnitude: such a model cannot be evaluated, so it is not kept.
     """
     params = _flat_params(model)
+    bad = _unusable(params)
+    if bad:
+        raise ValueError(
+            f"Refusing to save a model with NaN, infinite or huge (|value| > {PARAMETER_LIMIT:g}) parameters "
+            f"({', '.join(bad[:3])}): its outputs are not finite numbers. The training diverged; train it "
+            "again with a smaller learning rate."
+        )
     arrays = {f"param:{k}": v for k, v in params.items()}
     arrays["metadata"] = np.array(json.dumps({**(metadata or {}), "params_sha256": params_checksum(params)}))
     buffer = io.BytesIO()
@@ -90,14 +113,23 @@ def load_model(path, model):
 
     Raises ``CheckpointMismatchError`` when the file cannot be read, when its metadata is
     not a JSON object, when its parameters' names, shapes or dtypes differ from the
-    model's or are not finite, or when they do not match the checksum stored with them.
+    model's, when they are NaN, infinite or beyond :data:`PARAMETER_LIMIT`, or when they do
+    not match the checksum stored with them.
     """
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            saved = {k[len("param:") :]: f[k] for k in f.files if k.startswith("param:")}
-            metadata = json.loads(str(f["metadata"]))
+        with open(path, "rb") as fh:
+            archive = np.load(fh, allow_pickle=False)
+            if isinstance(archive, np.lib.npyio.NpzFile):
+                with archive:
+                    saved = {k[len("param:") :]: archive[k] for k in archive.files if k.startswith("param:")}
+                    metadata = json.loads(str(archive["metadata"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointMismatchError(f"{path} is not a readable vae-lite checkpoint ({err}).") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # e.g. np.save of one array under the entry's name
+        raise CheckpointMismatchError(
+            f"{path} is not a readable vae-lite checkpoint: it holds one array of shape "
+            f"{np.shape(archive)}, not the .npz archive save_model writes."
+        )
     if not isinstance(metadata, dict):
         raise CheckpointMismatchError(f"{path} has malformed metadata: a JSON object was expected.")
     leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
@@ -109,9 +141,12 @@ def load_model(path, model):
             f"{path} does not match the model: parameter names/shapes/dtypes differ, e.g. {diff}. "
             "It was saved from a different architecture; retrain or build the matching model."
         )
-    bad = [k for k, v in saved.items() if not np.all(np.isfinite(v))]
+    bad = _unusable(saved)
     if bad:
-        raise CheckpointMismatchError(f"{path} holds NaN or infinite parameters ({', '.join(bad[:3])}).")
+        raise CheckpointMismatchError(
+            f"{path} holds NaN, infinite or huge (|value| > {PARAMETER_LIMIT:g}) parameters ({', '.join(bad[:3])}): "
+            "a model that cannot be evaluated."
+        )
     if "params_sha256" in metadata and metadata["params_sha256"] != params_checksum(saved):
         raise CheckpointMismatchError(
             f"{path}: its parameters do not match the checksum saved with them (the file was altered or damaged)."
@@ -215,7 +250,7 @@ def training_metadata(config, history):
 def _check_metadata(path, metadata, config):
     """``CheckpointMismatchError`` unless ``metadata`` holds a valid history and exactly ``config``."""
     history = metadata.get("history")
-    if not isinstance(history, dict) or not all(
+    if not isinstance(history, dict) or "seconds" not in history or not all(
         isinstance(v, list) and all(isinstance(e, int | float) for e in v) for v in history.values()
     ):
         raise CheckpointMismatchError(f"{path}: its metadata has no valid training history")

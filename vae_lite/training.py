@@ -185,15 +185,25 @@ def _epoch_for(graphdef, model, batch_size, learning_rate, max_level):
     return optimizer, make_epoch(graphdef, MODELS[model][1], optimizer, batch_size, max_level)
 
 
-def _training_levels(x):
+def _at_least_one_image(name, x):
+    """Raise unless ``x`` is ``(num_images, pixels)`` with at least one image."""
+    shape = np.shape(x)
+    if len(shape) != 2 or shape[0] == 0:
+        raise ValueError(
+            f"{name} must be (num_images, pixels) with at least one image, got shape {shape}; "
+            "pass e.g. dataset.x_train (flatten images with x.reshape(len(x), -1))."
+        )
+
+
+def _training_levels(x, name="Training images"):
     """``(levels, max_level)`` for the epoch: uint8 levels of :class:`Images`, else checked floats."""
     if isinstance(x, Images):
+        _at_least_one_image(name, x)
         return x.levels, x.max_level
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"Training images must be (num_images, pixels), got shape {x.shape}.")
+    _at_least_one_image(name, x)
     if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
-        raise ValueError("Training images must be finite and in [0, 1]; scale them with x / 255.")
+        raise ValueError(f"{name} must be finite and in [0, 1]; scale them with x / 255.")
     return x, 1
 
 
@@ -216,7 +226,7 @@ def held_out_elbo(model, held_out, seed=0):
     configuration). Lesson 6 compares the student's own VAE with the library's this way.
     """
     _, key_test, eval_key = _monitor_keys(_args.count("seed", seed, minimum=0))
-    images = _monitor_set(*_training_levels(held_out), key_test)
+    images = _monitor_set(*_training_levels(held_out, "held_out"), key_test)
     return evaluate(eval_key, model, images).elbo
 
 
@@ -238,7 +248,7 @@ def fit(model, config, x, *, held_out=None, progress=True):
     if held_out is not None:
         key_train, key_test, eval_key = _monitor_keys(config.seed)
         monitor = {"train_elbo": _monitor_set(x, max_level, key_train),
-                   "test_elbo": _monitor_set(*_training_levels(held_out), key_test)}
+                   "test_elbo": _monitor_set(*_training_levels(held_out, "held_out"), key_test)}
     if x.shape[0] < config.batch_size:
         raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
     graphdef, params = nnx.split(model, nnx.Param)
@@ -323,6 +333,7 @@ def evaluate(key, model, x):
     Introduced in lesson 6.
     """
     _args.prng_key("key", key)
+    _at_least_one_image("x", x)
     terms_fn = _JITTED_TERMS[getattr(model, "kind", VAE.kind)]  # a model of the student's own is a VAE
     blocks = [  # blocks of images keep the (images, pixels) intermediates small
         terms_fn(jax.random.fold_in(key, i), model, jnp.asarray(x[start : start + EVAL_BLOCK]))
