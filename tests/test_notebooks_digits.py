@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LESSONS = sorted(path.name for path in NOTEBOOKS.glob("0[1-8]_*.ipynb"))
-NOTICE = "NOTICE: VAE_LITE_DATASET=digits"  # printed by data.load("mnist") when the switch is on
+NOTICE = "NOTICE: VAE_LITE_DATASET=digits"  # data.load("mnist") warns with it (shown on stderr) when the switch is on
 
 
 def stream_text(nb):

@@ -79,7 +79,10 @@ def plate_diagram(nodes, edges, plates, *, ax=None, title=None):
         nodes: ``{name: (x, y, label, observed)}``: a circle at (x, y) with a LaTeX label, shaded
             when ``observed``; a ``label`` starting with ``"."`` is drawn as a small dot (a fixed
             parameter) with the rest of the label beside it.
-        edges: ``[(parent, child), ...]`` arrows between node names.
+        edges: ``[(parent, child), ...]`` arrows between node names; a third element
+            ``{"dashed": True, "bend": 0.4}`` draws the arrow dashed and red (an approximate
+            posterior's dependence, as in lesson 7) and/or curved (``bend``: matplotlib's
+            ``arc3`` radius, negative to bend the other way).
         plates: ``[(x0, y0, x1, y1, label), ...]`` rectangles; the label goes in the lower-right
             corner (e.g. ``r"$i = 1..N$"``).
         ax: a matplotlib axis (a new one otherwise).
@@ -103,7 +106,14 @@ def plate_diagram(nodes, edges, plates, *, ax=None, title=None):
         else:
             ax.add_patch(Circle((x, y), radius, fc="0.8" if observed else "white", ec="k", lw=1.2))
             ax.text(x, y, label, ha="center", va="center", fontsize=12)
-    for parent, child in edges:
+    for edge in edges:
+        parent, child, style = (*edge, {}) if len(edge) == 2 else edge
+        unknown = set(style) - {"dashed", "bend"}
+        if unknown or parent not in nodes or child not in nodes:
+            raise ValueError(
+                f"an edge is (parent, child) or (parent, child, {{'dashed': bool, 'bend': float}}) between "
+                f"node names {sorted(nodes)}; got {edge!r}; fix the names or the style keys"
+            )
         (xa, ya, la, _), (xb, yb, _, _) = nodes[parent], nodes[child]
         dx, dy = xb - xa, yb - ya
         length = float(np.hypot(dx, dy))
@@ -112,7 +122,10 @@ def plate_diagram(nodes, edges, plates, *, ax=None, title=None):
             FancyArrowPatch(
                 (xa + dx * start / length, ya + dy * start / length),
                 (xb - dx * radius / length, yb - dy * radius / length),
-                arrowstyle="-|>", mutation_scale=12, lw=1.2, color="k",
+                arrowstyle="-|>", mutation_scale=12, lw=1.2,
+                color="tab:red" if style.get("dashed") else "k",
+                linestyle="--" if style.get("dashed") else "-",
+                connectionstyle=f"arc3,rad={float(style.get('bend', 0.0))}",
             )
         )
     xs = [v[0] for v in nodes.values()] + [p[0] for p in plates] + [p[2] for p in plates]
