@@ -5,7 +5,7 @@ Modules load on first use (``vae_lite.elbo``, ``from vae_lite import explorer``)
 
 Core: ``distributions``, ``networks``, ``training``, ``checkpoints``, ``data``, ``plotting``, ``widgets``, ``grading``,
 ``classifier``, ``zoo`` (the shipped trained models).
-Lessons: ``factorization`` (1), ``sampling`` (2), ``posterior`` and ``naive_mc`` (3), ``elbo`` (4),
+Lessons: ``factorization`` (1), ``sampling`` and ``fixed_codes`` (2), ``posterior`` and ``naive_mc`` (3), ``elbo`` (4),
 ``reparam`` (5), ``beta_sweep`` (6: the KL weight's slider; lesson 6 trains a VAE with the core modules),
 ``inference`` and ``gaps`` (7), ``explorer`` (8).
 """
@@ -16,7 +16,7 @@ __version__ = "0.2.0"
 
 CORE = ("distributions", "networks", "training", "checkpoints", "data", "plotting", "widgets", "grading", "classifier",
         "zoo")
-LESSONS = ("factorization", "sampling", "posterior", "naive_mc", "elbo", "reparam", "beta_sweep", "inference", "gaps",
+LESSONS = ("factorization", "sampling", "fixed_codes", "posterior", "naive_mc", "elbo", "reparam", "beta_sweep", "inference", "gaps",
            "explorer")
 __all__ = [*CORE, *LESSONS, "__version__"]
 
