@@ -120,6 +120,8 @@ def python_rows(num_changes):
         )
     )
 
+    rows += naive_mc_rows(model2, mnist, num_changes)
+
     lg = posterior.LinearGaussian.random(jax.random.key(0), 5, 1)
     x_lg = lg.sample(jax.random.key(1), 1)[1][0]
     elbo_view = widgets.elbo_widget(lg.log_joint(x_lg), np.linspace(-4, 4, 801))
@@ -132,6 +134,46 @@ def python_rows(num_changes):
         )
     )
     return rows
+
+
+def naive_mc_rows(model2, mnist, num_changes):
+    """Lesson 3's naive Monte Carlo widget on the lesson's pool: 2^15 prior samples, six test images."""
+    import jax
+    import jax.numpy as jnp
+
+    from vae_lite import data, naive_mc
+
+    x = data.binarize_fixed(mnist.x_test[:6], seed=1)
+    z = jax.random.normal(jax.random.key(11), (2**15, 2))
+    logits = jax.lax.map(model2.decoder, z.reshape(-1, 1024, 2))  # (32, 1024, D)
+    log_lik = jnp.einsum("id,cjd->icj", x, logits) - jnp.sum(jax.nn.softplus(logits), -1)[None]
+    log_lik = np.asarray(log_lik, np.float64).reshape(6, -1)
+    # timing only: log p(x) taken as the whole pool's estimate (the lesson passes its quadrature)
+    log_evidence = np.logaddexp.reduce(log_lik, axis=1) - np.log(log_lik.shape[1])
+    start = time.perf_counter()
+    naive = naive_mc.naive_estimates(log_lik, log_evidence)
+    build = time.perf_counter() - start
+    view = naive_mc.naive_widget(naive)
+    sizes = [int(s) for s in naive.sample_sizes]
+    first = []
+    for i in range(1, 6):  # an image's first visit also draws its curve (kept for later visits)
+        start = time.perf_counter()
+        view.image_menu.value = i
+        first.append(1000 * (time.perf_counter() - start))
+    return [
+        stats_row(
+            f"lesson-3 naive MC widget (6 images, pool 2^15, S = 1 ... {sizes[-1]}): S slider -> new plot",
+            timings_ms(lambda v: setattr(view.sample_slider, "value", v), [sizes[i % len(sizes)] for i in
+                                                                          range(num_changes)]),
+            50,
+            100,
+            f"naive_estimates (all S, six images) {1000 * build:.0f} ms, once",
+        ),
+        stats_row("  image change, an image seen before -> new plot",
+                  timings_ms(lambda v: setattr(view.image_menu, "value", v), [i % 6 for i in range(num_changes)]),
+                  50, 100),
+        stats_row("  image change, first visit (draws its curve) -> new plot", np.array(first), 100),
+    ]
 
 
 def browser_rows(num_edits):

@@ -128,8 +128,12 @@ class NaiveWidget(View):
                                                      description="S samples", continuous_update=True)
         self.text, self.share_text = widgets.HTML(), widgets.HTML()
         self._figure()
-        self.image_menu.observe(self._redraw_image, names="value")
-        self.sample_slider.observe(lambda change: self.refresh(), names="value")
+        # precomputed: every image's curve, drawn, and every histogram, so a move draws only the right panel
+        self.backgrounds = [self._draw_background(i) for i in range(num_images)]
+        self.histograms = [[np.histogram(e[i], bins=min(40, max(5, e.shape[1] // 4))) for e in naive.estimates]
+                           for i in range(num_images)]
+        for control in (self.image_menu, self.sample_slider):
+            control.observe(lambda change: self.refresh(), names="value")
         self._init_view([self.image_menu, self.sample_slider, self.text, self.share_text], beside=False)
 
     @property
@@ -146,14 +150,10 @@ class NaiveWidget(View):
         self.ax_curve, self.ax_hist = self.fig.subplots(1, 2)
         self.fig.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.91, wspace=0.28)  # fixed: no tight_layout per move
         self._histogram_artists()
-        self.backgrounds = {}  # image index -> the figure with that image's curve drawn, right panel empty
 
-    def _redraw_image(self, change=None):
-        self.refresh()
-
-    def _draw_background(self):
-        """The image's curve (mean +- sd against S, the exact log p(x)), drawn once per image."""
-        n, i, ax = self.naive, self.index, self.ax_curve
+    def _draw_background(self, i):
+        """The figure with image ``i``'s curve (mean +- sd against S, the exact log p(x)) and an empty right panel."""
+        n, ax = self.naive, self.ax_curve
         ax.clear()
         sizes = n.sample_sizes
         ax.fill_between(sizes, n.mean[i] - n.sd[i], n.mean[i] + n.sd[i], color="C0", alpha=0.25,
@@ -187,8 +187,7 @@ class NaiveWidget(View):
 
     def _draw_histogram(self, k):
         n, i, ax = self.naive, self.index, self.ax_hist
-        values = n.estimates[k][i]
-        counts, edges = np.histogram(values, bins=min(40, max(5, len(values) // 4)))
+        counts, edges = self.histograms[i][k]
         self.bars.set_data(counts, edges)
         self.truth_line.set_xdata([n.log_evidence[i]] * 2)
         self.mean_line.set_xdata([n.mean[i, k]] * 2)
@@ -196,7 +195,7 @@ class NaiveWidget(View):
         pad = 0.05 * (hi - lo) + 1e-3
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(0, 1.25 * counts.max())
-        ax.set_title(f"the {len(values)} independent estimates with S = {n.sample_sizes[k]}", fontsize=9)
+        ax.set_title(f"the {n.num_estimates[k]} independent estimates with S = {n.sample_sizes[k]}", fontsize=9)
         self.fig.draw_artist(ax)
         for artist in (self.bars, self.truth_line, self.mean_line):
             ax.draw_artist(artist)
@@ -204,8 +203,6 @@ class NaiveWidget(View):
     def picture(self):
         n, i = self.naive, self.index
         k = int(np.flatnonzero(n.sample_sizes == self.num_samples)[0])
-        if i not in self.backgrounds:
-            self.backgrounds[i] = self._draw_background()
         self.canvas.restore_region(self.backgrounds[i])
         self.s_line.set_xdata([n.sample_sizes[k]] * 2)
         self.ax_curve.draw_artist(self.s_line)
