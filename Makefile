@@ -1,15 +1,16 @@
 # Two commands on a fresh machine with Python 3.11+:
 #   make lessons   set everything up and open the lessons in JupyterLab
 #   make test      set everything up and run the whole test suite (ruff, pytest, notebooks)
+#   make site      build the lessons as an offline website in site/ (open it with python -m http.server -d site)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test,classroom
+EXTRAS ?= test,classroom,site
 STAMP := $(VENV)/.installed-$(EXTRAS)
 # Tools the tests start (jupyter kernels, nbgrader's alembic, voila) come from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup lessons test test-fast assignments models benchmark notebooks-run clean
+.PHONY: setup lessons test test-fast assignments models benchmark notebooks-run site clean
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,9 +43,13 @@ assignments: setup
 models: setup
 	$(BIN)/python -m vae_lite.zoo --out vae_lite/_models
 
+# The committed, executed lessons as a website (Sphinx + myst-nb, nothing executed), into site/.
+site: setup
+	$(BIN)/python site_src/build_site.py --out site
+
 benchmark:
-	$(MAKE) setup EXTRAS=test,classroom,benchmark
+	$(MAKE) setup EXTRAS=test,classroom,site,benchmark
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) assignments
+	rm -rf $(VENV) assignments site build/site-src build/site-html build/site-doctrees build/jupyter_execute
