@@ -259,7 +259,8 @@ def naive_log_evidence(key, log_likelihood, latent_dim, num_samples):
         key: a ``jax.random`` key; ``z = jax.random.normal(key, (num_samples, latent_dim))``.
         log_likelihood: ``z (latent_dim,) -> log p(x | z)`` (scalar).
         latent_dim: d.
-        num_samples: S >= 1.
+        num_samples: S >= 1. The S draws are evaluated in blocks of :data:`SAMPLE_BLOCK`, so memory
+            does not grow with S (a decoder's ``(S, pixels)`` logits are never held at once).
 
     Returns:
         scalar estimate of log p(x). Introduced in lesson 3 (exercise ``ex03_naive_mc``).
