@@ -216,11 +216,57 @@ def browser_rows(num_edits):
     ]
 
 
+NAIVE_MC_NOTEBOOK = """\
+import numpy as np
+from vae_lite import naive_mc
+
+log_lik = np.random.default_rng(0).normal(-150.0, 60.0, size=(6, 2**15))  # the size of lesson 3's pool
+naive = naive_mc.naive_estimates(log_lik, np.logaddexp.reduce(log_lik, axis=1) - np.log(2**15))
+naive_mc.naive_widget(naive).widget
+"""
+
+
+def naive_mc_browser_rows(num_moves):
+    """Lesson 3's widget in Voila + Chromium: the S slider's handle moved one step by the arrow keys."""
+    reason = _browser.missing_tools("voila")
+    if reason:
+        return [row("lesson-3 naive MC widget, browser round trip", f"skipped: {reason}")]
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as folder:
+        proc, url = _browser.start_voila(_browser.write_notebook(folder, NAIVE_MC_NOTEBOOK), timeout=300)
+        try:
+            with sync_playwright() as p:
+                browser = _browser.launch_chromium(p)
+                try:
+                    page = browser.new_page()
+                    page.goto(url, timeout=300_000)
+                    page.wait_for_selector(_browser.IMAGE, timeout=300_000)
+                    page.locator(".noUi-handle").first.focus()
+                    ms = []
+                    for step in range(num_moves + 1):  # S = 1 -> 4096 and back: 12 steps each way
+                        old = _browser.image_src(page)
+                        start = time.perf_counter()
+                        page.keyboard.press("ArrowRight" if (step // 12) % 2 == 0 else "ArrowLeft")
+                        page.wait_for_function(
+                            "([sel, old]) => { const img = document.querySelector(sel); "
+                            "return img.src !== old && img.complete; }",
+                            arg=[_browser.IMAGE, old], timeout=30_000, polling="raf")
+                        ms.append(1000 * (time.perf_counter() - start))
+                finally:
+                    browser.close()
+        finally:
+            _browser.stop_server(proc)
+    return [stats_row("lesson-3 naive MC widget, browser round trip (Voila + Chromium): arrow key on the S slider "
+                      "-> new image", np.array(ms[1:]), 300, None, "six images of 2^15 synthetic log-likelihoods")]
+
+
 def main(quick=False, browser=True):
     """Measure, print the table, return the rows."""
     rows = python_rows(30 if quick else 200)
     if browser:
         rows += browser_rows(5 if quick else 30)
+        rows += naive_mc_browser_rows(6 if quick else 30)
     try:
         load = ", load average %.1f / %.1f / %.1f" % os.getloadavg()
     except OSError:
