@@ -62,9 +62,10 @@ VENDOR = [
      {"require.js": "require.js"}),
     ("@jupyter-widgets/html-manager", "1.0.14",
      "sha512-wglgQQ+VMj+MBKkTttdeoMtOah/H2A1w5GU1OAVXmDQqZYTK6C+oHZjQMxcNezIpiqUjC1YHKOo5XdP3ENvBng==",
-     {"dist/embed-amd.js": "html-manager/embed-amd.js", "dist/embed.js.LICENSE.txt": "html-manager/LICENSE.txt",
+     {"dist/embed-amd.js": "npm/@jupyter-widgets/html-manager/dist/embed-amd.js",
+      "dist/embed.js.LICENSE.txt": "npm/@jupyter-widgets/html-manager/dist/LICENSE.txt",
       # the Font Awesome files the manager's CSS refers to, next to it
-      **{f"dist/*.{ext}": "html-manager/" for ext in ("woff2", "woff", "ttf", "eot", "svg")}}),
+      **{f"dist/*.{ext}": "npm/@jupyter-widgets/html-manager/dist/" for ext in ("woff2", "woff", "ttf", "eot", "svg")}}),
 ]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

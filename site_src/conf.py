@@ -22,15 +22,15 @@ myst_dmath_double_inline = True
 
 # ---- offline: every script from _static/vendor (relative paths are served from _static/)
 mathjax_path = "vendor/mathjax/tex-mml-chtml.js"
-mathjax3_config = {
-    "tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]},
-    "options": {"processHtmlClass": "tex2jax_process|mathjax_process|math|output_area"},
-}
+mathjax_config_path = "_static/mathjax-config.js"  # MathJax 3's options, and MathJax 2's Hub.Queue for the widgets
 nb_ipywidgets_js = {
     "vendor/require.js": {},
-    # built-in widgets are inside embed-amd.js; any other module would be looked up beside it, never on a CDN
-    "vendor/html-manager/embed-amd.js": {"data-jupyter-widgets-cdn": "_static/vendor/html-manager/",
-                                         "data-jupyter-widgets-cdn-only": "true"},
+    "widgets-assets.js": {},  # where embed-amd.js finds its Font Awesome files: beside it
+    # The built-in widgets are inside embed-amd.js. Its "CDN" is the site's own copy of the npm
+    # layout, relative to the pages that show widgets (the lessons, one folder down): any module
+    # other than the built-in ones would be looked up there, never online.
+    "vendor/npm/@jupyter-widgets/html-manager/dist/embed-amd.js": {
+        "data-jupyter-widgets-cdn": "../_static/vendor/npm/", "data-jupyter-widgets-cdn-only": "true"},
 }
 
 # ---- autodoc: the public functions of vae_lite, with their docstrings (Google style)
