@@ -48,7 +48,7 @@ def test_history_is_the_mean_log_likelihood_before_and_after_training(fitted):
 @pytest.mark.parametrize(
     "codes, images, match",
     [
-        (CODES[:2], IMAGES, "same K"),
+        (CODES[:2], IMAGES, "number of images"),
         (CODES, IMAGES * 0.5, "binary"),
         (np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]], np.float32), IMAGES, "repeated"),
         (np.array([[np.nan, 0.0], [1.0, 1.0], [0.0, 2.0]], np.float32), IMAGES, "NaN"),

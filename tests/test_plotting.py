@@ -39,6 +39,6 @@ def test_plate_diagram_draws_each_node_edge_and_plate_with_its_style():
 )
 def test_plate_diagram_refuses_an_edge_it_cannot_draw(edge):
     fig, ax = plt.subplots()
-    with pytest.raises(ValueError, match="node names"):
+    with pytest.raises(ValueError, match="not among"):
         plotting.plate_diagram(NODES, [edge], [], ax=ax)
     plt.close(fig)

@@ -24,9 +24,7 @@ NOT_YET_MOVED = {
     "factorization": "lesson 1's images, pixel probabilities and mini-batch arguments: not yet moved",
     "classifier": "the classifier's data and k-nearest-neighbour arguments: moved with the one trainer (item 3)",
     "reparam": "the gradient estimators' f and baseline shapes: moved with the compile convention (item 1)",
-    "plotting": "the plate diagram's edges (names and style keys): not yet moved",
     "beta_sweep": "lesson 6's beta-sweep widget (issue 21), written alongside this test: its rules move next",
-    "fixed_codes": "lesson 8's fixed-codes widget (issue 21), written alongside this test: its rules move next",
     "naive_mc": "lesson 3's naive Monte Carlo widget (issue 21), written alongside this test: its rules move next",
 }
 

@@ -349,3 +349,26 @@ def grid_axes(axes, min_points=2, names=None):
             f"(at most {MAX_GRID_POINTS}); a grid costs G**d evaluations, so use fewer points or dimensions."
         )
     return axes
+
+
+def binary(name, a, fix=""):
+    """Raise unless a concrete ``a`` holds only 0 and 1 (binary pixels)."""
+    values = concrete(a)
+    if values is not None and not np.all((values == 0) | (values == 1)):
+        raise ValueError(f"{name} must be binary (0 or 1).{' ' + fix if fix else ''}")
+
+
+def distinct_rows(name, a, why):
+    """Raise if a concrete 2-D ``a`` repeats a row (``why`` says why each row must be its own)."""
+    values = concrete(a)
+    if values is not None:
+        repeated = len(values) - len(np.unique(values, axis=0))
+        if repeated:
+            raise ValueError(f"{name} holds {repeated} repeated row(s): {why}")
+
+
+def names_in(name, values, allowed, fix):
+    """Raise unless every item of ``values`` is one of ``allowed`` (names of nodes, keys of a style)."""
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"{name} {unknown!r} not among {sorted(allowed)}; {fix}")

@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -54,21 +53,13 @@ def fit_decoder_to_codes(key, codes, images, *, hidden=(128,), num_steps=300, le
     _args.prng_key("key", key)
     codes, images = _args.float_array("codes", codes), _args.float_array("images", images)
     num_steps = _args.count("num_steps", num_steps)
-    if codes.ndim != 2 or images.ndim != 2 or len(codes) != len(images) or len(codes) == 0:
-        raise ValueError(
-            f"codes must be (K, d) and images (K, D) with the same K >= 1, got codes {codes.shape} and images "
-            f"{images.shape}; pass one code per image (flatten images with x.reshape(len(x), -1))."
-        )
+    _args.ndim("codes", codes, 2, "Pass one code per image, (K, d).")
+    _args.image_batch("images", images)
+    _args.equal("the number of images", len(images), len(codes), "Pass one code per image (the same K >= 1).")
+    _args.count("the number of codes", len(codes))
     _args.finite("codes", codes, "Choose finite codes.")
-    values = np.asarray(images)
-    if not np.all((values == 0) | (values == 1)):
-        raise ValueError("images must be binary (0 or 1); binarise them first, e.g. with data.binarize_fixed.")
-    distinct = np.unique(np.asarray(codes), axis=0)
-    if len(distinct) != len(codes):
-        raise ValueError(
-            f"codes holds {len(codes) - len(distinct)} repeated code(s): a decoder draws one picture per code, "
-            "so give every image its own code."
-        )
+    _args.binary("images", images, "Binarise them first, e.g. with data.binarize_fixed.")
+    _args.distinct_rows("codes", codes, "a decoder draws one picture per code, so give every image its own code.")
     decoder = Decoder(codes.shape[1], tuple(hidden), images.shape[1], rngs=nnx.Rngs(params=key))
     graph, params = nnx.split(decoder)
     history, params = _fit(graph, params, codes, images, num_steps, float(learning_rate))

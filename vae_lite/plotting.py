@@ -3,6 +3,8 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vae_lite import _args
+
 
 def image_grid(images, image_shape, *, ncols=10, ax=None, title=None, titles=None):
     """Show flat images ``(n, pixels)`` as a grid of ``image_shape`` tiles.
@@ -108,12 +110,9 @@ def plate_diagram(nodes, edges, plates, *, ax=None, title=None):
             ax.text(x, y, label, ha="center", va="center", fontsize=12)
     for edge in edges:
         parent, child, style = (*edge, {}) if len(edge) == 2 else edge
-        unknown = set(style) - {"dashed", "bend"}
-        if unknown or parent not in nodes or child not in nodes:
-            raise ValueError(
-                f"an edge is (parent, child) or (parent, child, {{'dashed': bool, 'bend': float}}) between "
-                f"node names {sorted(nodes)}; got {edge!r}; fix the names or the style keys"
-            )
+        fix = "an edge is (parent, child) or (parent, child, {'dashed': bool, 'bend': float})"
+        _args.names_in("the edge's nodes", (parent, child), nodes, fix)
+        _args.names_in("the edge's style keys", list(style), ("dashed", "bend"), fix)
         (xa, ya, la, _), (xb, yb, _, _) = nodes[parent], nodes[child]
         dx, dy = xb - xa, yb - ya
         length = float(np.hypot(dx, dy))
