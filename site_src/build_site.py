@@ -9,7 +9,7 @@ Steps, each of which can fail the build with a message that names the file and t
 2. *Vendor* every script the pages load (MathJax, require.js, the Jupyter widgets' HTML manager,
    which renders the widget state the notebooks store without a kernel) from the npm registry into
    ``build/npm-cache/`` (checked against pinned sha512 digests; fetched once) and from there into
-   the site's ``_static/vendor/``: a page never loads anything from a CDN.
+   the site's ``_static/npm/``: a page never loads anything from a CDN.
 3. Run ``sphinx-build -W --keep-going`` into ``site/``, then check that every internal link and
    image of the built pages resolves to a file of the site (:func:`broken_links`).
 
@@ -62,10 +62,10 @@ VENDOR = [
      {"require.js": "require.js"}),
     ("@jupyter-widgets/html-manager", "1.0.14",
      "sha512-wglgQQ+VMj+MBKkTttdeoMtOah/H2A1w5GU1OAVXmDQqZYTK6C+oHZjQMxcNezIpiqUjC1YHKOo5XdP3ENvBng==",
-     {"dist/embed-amd.js": "npm/@jupyter-widgets/html-manager/dist/embed-amd.js",
-      "dist/embed.js.LICENSE.txt": "npm/@jupyter-widgets/html-manager/dist/LICENSE.txt",
+     {"dist/embed-amd.js": "@jupyter-widgets/html-manager/dist/embed-amd.js",
+      "dist/embed.js.LICENSE.txt": "@jupyter-widgets/html-manager/dist/LICENSE.txt",
       # the Font Awesome files the manager's CSS refers to, next to it
-      **{f"dist/*.{ext}": "npm/@jupyter-widgets/html-manager/dist/" for ext in ("woff2", "woff", "ttf", "eot", "svg")}}),
+      **{f"dist/*.{ext}": "@jupyter-widgets/html-manager/dist/" for ext in ("woff2", "woff", "ttf", "eot", "svg")}}),
 ]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -108,8 +108,8 @@ def _npm_tarball(name, version, integrity):
 
 
 def vendor(static_dir):
-    """Copy the pages' scripts, fonts and styles from the pinned npm packages into ``static_dir/vendor``."""
-    target = static_dir / "vendor"
+    """Copy the pages' scripts, fonts and styles from the pinned npm packages into ``static_dir/npm``."""
+    target = static_dir / "npm"
     wanted = {}
     for name, version, integrity, files in VENDOR:
         with tarfile.open(fileobj=io.BytesIO(_npm_tarball(name, version, integrity)), mode="r:gz") as tar:
@@ -165,6 +165,88 @@ def check_widget_state(nb, path):
                     f"Automatically, then run all cells and save).")
 
 
+def _widget_refs(value):
+    """The model ids a widget state value refers to (``"IPY_MODEL_<id>"`` strings, in lists and dicts too)."""
+    if isinstance(value, str):
+        return [value[len("IPY_MODEL_"):]] if value.startswith("IPY_MODEL_") else []
+    if isinstance(value, list):
+        return [ref for item in value for ref in _widget_refs(item)]
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in _widget_refs(item)]
+    return []
+
+
+def _reachable(state, roots):
+    """The model ids reachable from ``roots`` through the references in their states."""
+    seen, todo = set(), list(roots)
+    while todo:
+        model = todo.pop()
+        if model in seen or model not in state:
+            continue
+        seen.add(model)
+        todo += _widget_refs(state[model].get("state", {}))
+    return seen
+
+
+def runs_without_kernel(state, model_id):
+    """Whether the widget ``model_id`` responds to its controls in a page with no Python kernel.
+
+    True where its controls drive its picture in the browser: a ``jslink`` (a LinkModel between two of
+    its models), a ``Stack`` of precomputed views, or an anywidget's own JavaScript (``_esm``).
+    """
+    tree = _reachable(state, [model_id])
+    for model in tree:
+        entry = state[model]
+        if entry.get("model_name") == "StackModel" or "_esm" in entry.get("state", {}):
+            return True
+    for entry in state.values():
+        if entry.get("model_name") in ("LinkModel", "DirectionalLinkModel"):
+            ends = _widget_refs(entry.get("state", {}))
+            if ends and all(end in tree for end in ends):
+                return True
+    return False
+
+
+def static_copies(nb):
+    """Show a widget that needs a kernel as its labelled static copy; keep only the state still shown.
+
+    A vae-lite widget's output carries, beside its widget view, a PNG of its picture and a text
+    naming its slider values and readouts (``widgets.View``'s static copy). Without a kernel its
+    sliders would move and its picture would not, so the page shows the static copy (the picture,
+    then its label) instead; widgets that run in the browser, and widgets without a static copy
+    (progress bars), stay live. The stored widget state is cut to the models still displayed.
+    Returns the number of widgets replaced.
+    """
+    meta = nb.get("metadata", {})
+    state = meta.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    replaced, live = 0, []
+    for cell in nb["cells"]:
+        outputs = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            view = data.get(WIDGET_VIEW)
+            if view is None:
+                outputs.append(output)
+            elif "image/png" in data and not runs_without_kernel(state, view.get("model_id")):
+                replaced += 1
+                outputs.append({"output_type": "display_data", "metadata": {}, "data": {"image/png": data["image/png"]}})
+                label = _source({"source": data.get("text/plain", "")}).rstrip("\n")
+                if label:
+                    outputs.append({"output_type": "stream", "name": "stdout", "text": label + "\n"})
+            else:
+                live.append(view.get("model_id"))
+                outputs.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    if state:
+        keep = _reachable(state, live)
+        if keep:
+            meta["widgets"][WIDGET_STATE]["state"] = {k: v for k, v in state.items() if k in keep}
+        else:
+            del meta["widgets"]
+    return replaced
+
+
 def strip_hidden_tests(source, where):
     """``source`` without its ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` blocks (markers included)."""
     kept, hiding = [], False
@@ -191,10 +273,12 @@ def prepare_notebook(nb, path, download_name):
     Solution cells (code the lesson folds away, ``metadata.jupyter.source_hidden``) are folded
     behind a "Show solution" toggle (myst-nb's ``hide-input`` tag), the checks that follow them
     behind "Show the check"; hidden tests are removed from the source; model answers to written
-    questions (folded markdown cells) go into a ``<details>`` block. A line under the title links
-    the notebook for download.
+    questions (folded markdown cells) go into a ``<details>`` block. A widget that needs a kernel is
+    shown as its labelled static copy (:func:`static_copies`). A line under the title links the
+    notebook for download.
     """
     check_widget_state(nb, path)
+    static_copies(nb)
     for index, cell in enumerate(nb["cells"]):
         where = f"{path.name}, cell {index}"
         meta = cell.setdefault("metadata", {})
@@ -307,12 +391,15 @@ def stage():
 def build(out, quiet=True):
     """Stage, vendor and build the site into ``out``; returns the seconds it took. Raises SiteError."""
     start = time.perf_counter()
+    html = BUILD / "site-html"
+    for stale in (STAGE, html):  # a lesson or file removed since the last build must not linger
+        if stale.exists():
+            shutil.rmtree(stale)
     stage()
     vendor(STAGE / "_static")
     # -E: every page is read again, so a warning of an unchanged page still fails the build.
     # myst-nb writes output images beside the output folder (../jupyter_execute), so Sphinx writes
     # into build/site-html and the finished site is copied to ``out``.
-    html = BUILD / "site-html"
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-W", "--keep-going", "-j", "1",
            "-d", str(BUILD / "site-doctrees"), str(STAGE), str(html)]
     if quiet:

@@ -1,7 +1,7 @@
 """Sphinx configuration of the course website (``make site``; sources staged by ``build_site.py``).
 
 The lessons are the committed, executed notebooks: nothing is executed at build time. Every
-script a page loads is served from the site itself (``_static/vendor/``, filled by ``build_site.py``
+script a page loads is served from the site itself (``_static/npm/``, filled by ``build_site.py``
 from pinned npm packages): MathJax 3, require.js and the Jupyter widgets' HTML manager.
 """
 
@@ -20,17 +20,17 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "html_image"]
 myst_heading_anchors = 3
 myst_dmath_double_inline = True
 
-# ---- offline: every script from _static/vendor (relative paths are served from _static/)
-mathjax_path = "vendor/mathjax/tex-mml-chtml.js"
+# ---- offline: every script from _static/npm (relative paths are served from _static/)
+mathjax_path = "npm/mathjax/tex-mml-chtml.js"
 mathjax_config_path = "_static/mathjax-config.js"  # MathJax 3's options, and MathJax 2's Hub.Queue for the widgets
 nb_ipywidgets_js = {
-    "vendor/require.js": {},
+    "npm/require.js": {},
     "widgets-assets.js": {},  # where embed-amd.js finds its Font Awesome files: beside it
     # The built-in widgets are inside embed-amd.js. Its "CDN" is the site's own copy of the npm
     # layout, relative to the pages that show widgets (the lessons, one folder down): any module
     # other than the built-in ones would be looked up there, never online.
-    "vendor/npm/@jupyter-widgets/html-manager/dist/embed-amd.js": {
-        "data-jupyter-widgets-cdn": "../_static/vendor/npm/", "data-jupyter-widgets-cdn-only": "true"},
+    "npm/@jupyter-widgets/html-manager/dist/embed-amd.js": {
+        "data-jupyter-widgets-cdn": "../_static/npm/", "data-jupyter-widgets-cdn-only": "true"},
 }
 
 # ---- autodoc: the public functions of vae_lite, with their docstrings (Google style)

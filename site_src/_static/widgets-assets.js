@@ -2,7 +2,7 @@
 // finds its Font Awesome files beside the AMD module it defines; require.js would place that module
 // relative to the page, so it is mapped here to the site's own copy.
 (function () {
-  var dist = new URL("vendor/npm/@jupyter-widgets/html-manager/dist", document.currentScript.src).href;
+  var dist = new URL("npm/@jupyter-widgets/html-manager/dist", document.currentScript.src).href;
   window.__jupyter_widgets_assets_path__ = dist + "/";
   window.require.config({ paths: { "@jupyter-widgets/html-manager/dist": dist } });
 })();
