@@ -241,7 +241,7 @@ def train_classifier(config=None, data=None, *, retrain=False, progress=True, **
 
 # --- k-nearest-neighbour accuracy on codes (lessons 6 and 8) ----------------------------------------------------
 
-KNN_BLOCK_BYTES = 32 * 2**20  # the float64 distance block of test rows x reference codes stays under this
+KNN_BLOCK_BYTES = 8 * 2**20  # the float64 distance block of test rows x reference codes stays under this
 
 
 class KnnAccuracy(NamedTuple):
