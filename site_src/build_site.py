@@ -240,6 +240,9 @@ def static_copies(nb):
             cell["outputs"] = outputs
     if state:
         keep = _reachable(state, live)
+        # a jslink is its own model, referred to by no view: keep those between models still shown
+        keep |= {k for k, v in state.items() if v.get("model_name") in ("LinkModel", "DirectionalLinkModel")
+                 and _widget_refs(v.get("state", {})) and set(_widget_refs(v.get("state", {}))) <= keep}
         if keep:
             meta["widgets"][WIDGET_STATE]["state"] = {k: v for k, v in state.items() if k in keep}
         else:

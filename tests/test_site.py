@@ -1,0 +1,350 @@
+"""The course website (``make site``): built offline from the committed lessons, read in headless Chromium.
+
+The site is built once for this file (``site_src/build_site.py``, the same function ``make site``
+runs, with Sphinx's warnings as errors) into a temporary folder. Checked without a browser: no page
+or style sheet loads anything from outside the site, every internal link and image resolves, the
+solutions are folded and the hidden tests are gone, each lesson links its notebook. Checked in
+Debian's Chromium (``-m browser``), with every request that leaves the loopback interface blocked
+and counted: every page renders its maths with the site's own MathJax, every image loads, every
+widget renders from its saved state without an error; screenshots go to ``test-artifacts/``.
+The checkers themselves are tested on small hand-made sites with known faults.
+"""
+
+import importlib.util
+import json
+import re
+import sys
+import time
+from html import unescape
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "site_src"))
+
+import build_site  # noqa: E402
+from site_checks import broken_links, external_loads, pages  # noqa: E402
+
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+VIEW_SCRIPT = 'script[type="application/vnd.jupyter.widget-view+json"]'
+
+
+def _needs_sphinx():
+    for module in ("sphinx", "myst_nb", "sphinx_book_theme"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed: pip install -e '.[site]' (make setup installs it)")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    _needs_sphinx()
+    out = tmp_path_factory.mktemp("site") / "site"
+    seconds = build_site.build(out)
+    print(f"site built in {seconds:.1f} s")
+    return out
+
+
+def _notebook(path):
+    return json.loads(Path(path).read_text())
+
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _folded(nb, cell_type, solution):
+    """The cells of ``cell_type`` the lesson folds away (``source_hidden``) that are (not) nbgrader solutions."""
+    return [c for c in nb["cells"] if c["cell_type"] == cell_type
+            and c.get("metadata", {}).get("jupyter", {}).get("source_hidden")
+            and bool(c["metadata"].get("nbgrader", {}).get("solution")) == solution]
+
+
+# ---------------------------------------------------------------- the checkers, on known faults
+
+
+def test_external_load_checker_finds_each_kind_and_ignores_links(tmp_path):
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<html><head><script src="https://cdn.example.org/require.min.js"></script>'
+        '<link rel="stylesheet" href="//fonts.example.org/font.css">'
+        '<style>@import url("https://fonts.googleapis.com/css?family=Roboto");</style>'
+        '<script src="_static/local.js"></script><link rel="next" href="https://example.org/next.html"></head>'
+        '<body><a href="https://nbgrader.readthedocs.io">nbgrader</a><img src="data:image/png;base64,AAAA">'
+        '<div style="background: url(http://img.example.org/bg.png)"></div></body></html>')
+    (tmp_path / "_static" / "local.js").write_text("")
+    (tmp_path / "_static" / "theme.css").write_text(
+        "/* @import url('https://commented.example.org/x.css'); */\n"
+        "@font-face { src: url(https://fonts.example.org/x.woff2) format('woff2'), url(local.woff2); }\n")
+    found = sorted(url for _, url in external_loads(tmp_path))
+    assert found == sorted(["https://cdn.example.org/require.min.js", "//fonts.example.org/font.css",
+                            "https://fonts.googleapis.com/css?family=Roboto", "http://img.example.org/bg.png",
+                            "https://fonts.example.org/x.woff2"])
+
+
+def test_link_checker_finds_missing_files_and_anchors(tmp_path):
+    (tmp_path / "lessons").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<a href="lessons/a.html#goals">ok</a><a href="lessons/a.html#nowhere">bad anchor</a>'
+        '<a href="lessons/missing.html">missing</a><img src="_images/missing.png"><a href="#top">ok</a>'
+        '<p id="top"></p><a href="https://example.org/">outside: not checked here</a>')
+    (tmp_path / "lessons" / "a.html").write_text('<h2 id="goals">Goals</h2><a href="../index.html#top">up</a>')
+    broken = broken_links(tmp_path)
+    assert sorted(broken) == sorted(["index.html: lessons/a.html#nowhere (no element with id 'nowhere')",
+                                     "index.html: lessons/missing.html (no such file)",
+                                     "index.html: _images/missing.png (no such file)"])
+
+
+def test_hidden_tests_are_cut_with_their_markers():
+    source = "check(f)\n### BEGIN HIDDEN TESTS\nassert secret(f)\n### END HIDDEN TESTS\nprint('done')\n"
+    assert build_site.strip_hidden_tests(source, "x") == "check(f)\nprint('done')"
+    with pytest.raises(build_site.SiteError, match="never closed"):
+        build_site.strip_hidden_tests("### BEGIN HIDDEN TESTS\nassert secret(f)\n", "lesson.ipynb, cell 3")
+    with pytest.raises(build_site.SiteError, match="without ### BEGIN HIDDEN TESTS"):
+        build_site.strip_hidden_tests("### END HIDDEN TESTS\n", "lesson.ipynb, cell 3")
+
+
+def _with_widget_views():
+    for path in LESSONS:
+        nb = _notebook(path)
+        if any(o.get("data", {}).get(build_site.WIDGET_VIEW) for c in nb["cells"] for o in c.get("outputs", [])):
+            return path, nb
+    pytest.skip("no lesson displays a widget")
+
+
+def test_a_lesson_saved_without_its_widget_state_fails_the_build(tmp_path, monkeypatch, capsys):
+    path, nb = _with_widget_views()
+    del nb["metadata"]["widgets"]
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    (folder / path.name).write_text(json.dumps(nb))
+    monkeypatch.setattr(build_site, "NOTEBOOKS", folder)
+    monkeypatch.setattr(build_site, "STAGE", tmp_path / "stage")
+    monkeypatch.setattr(build_site, "BUILD", tmp_path / "build")
+    assert build_site.main(["--out", str(tmp_path / "site")]) == 1
+    message = capsys.readouterr().err
+    assert path.name in message and "stores no state" in message
+    assert "Save Widget State" in message and "run_notebooks.py" in message  # the fix
+    assert not (tmp_path / "site").exists()
+
+
+def test_kernel_widgets_become_their_static_copy_and_browser_widgets_stay():
+    """A widget whose picture Python draws shows its PNG and label; one held together by jslink stays live."""
+    def ref(i):
+        return f"IPY_MODEL_{i}"
+
+    state = {
+        "box": {"model_name": "VBoxModel", "state": {"children": [ref("slider"), ref("image")], "layout": ref("lay")}},
+        "slider": {"model_name": "FloatSliderModel", "state": {"value": 0.5}},
+        "image": {"model_name": "ImageModel", "state": {}},
+        "lay": {"model_name": "LayoutModel", "state": {}},
+        "box2": {"model_name": "VBoxModel", "state": {"children": [ref("play"), ref("slider2")]}},
+        "play": {"model_name": "PlayModel", "state": {}},
+        "slider2": {"model_name": "IntSliderModel", "state": {}},
+        "link": {"model_name": "LinkModel", "state": {"source": [ref("play"), "value"], "target": [ref("slider2"), "value"]}},
+        "unused": {"model_name": "LayoutModel", "state": {}},
+    }
+    view = build_site.WIDGET_VIEW
+    nb = {"metadata": {"widgets": {build_site.WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}},
+          "cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [
+              {"output_type": "execute_result", "metadata": {}, "execution_count": 1,
+               "data": {view: {"model_id": "box"}, "image/png": "iVBORw0KGgo=", "text/plain": ["Static copy:\n", "mu = 0.50"]}},
+              {"output_type": "display_data", "metadata": {},
+               "data": {view: {"model_id": "box2"}, "image/png": "iVBORw0KGgo=", "text/plain": "linked"}}]}]}
+    assert build_site.static_copies(nb) == 1
+    first, label, live = nb["cells"][0]["outputs"]
+    assert first["data"] == {"image/png": "iVBORw0KGgo="}
+    assert label == {"output_type": "stream", "name": "stdout", "text": "Static copy:\nmu = 0.50\n"}
+    assert live["data"][view] == {"model_id": "box2"}
+    kept = nb["metadata"]["widgets"][build_site.WIDGET_STATE]["state"]
+    assert set(kept) == {"box2", "play", "slider2", "link"}  # the jslink too, though no view refers to it
+    assert build_site.runs_without_kernel(state, "box2") and not build_site.runs_without_kernel(state, "box")
+
+
+# ---------------------------------------------------------------- the built site, without a browser
+
+
+@pytest.mark.slow
+def test_the_site_loads_nothing_from_outside(site):
+    assert external_loads(site) == []
+    for rel in ("_static/npm/mathjax/tex-mml-chtml.js", "_static/npm/require.js",
+                "_static/npm/@jupyter-widgets/html-manager/dist/embed-amd.js"):
+        assert (site / rel).is_file(), f"{rel} is not in the site"
+    lesson = (site / "lessons" / f"{LESSONS[0].stem}.html").read_text()
+    assert re.search(r'<script[^>]+src="\.\./_static/npm/mathjax/tex-mml-chtml\.js', lesson)
+
+
+@pytest.mark.slow
+def test_every_internal_link_and_image_resolves(site):
+    assert broken_links(site) == []
+    names = {p.relative_to(site).as_posix() for p in pages(site)}
+    expected = {"index.html", "notation.html", "instructors.html", "api/index.html"}
+    expected |= {f"lessons/{p.stem}.html" for p in LESSONS}
+    expected |= {f"api/{m}.html" for m in build_site.API_MODULES}
+    assert expected <= names, f"pages missing: {sorted(expected - names)}"
+
+
+@pytest.mark.slow
+def test_solutions_are_folded_and_hidden_tests_left_out(site):
+    from bs4 import BeautifulSoup
+
+    for path in LESSONS:
+        nb = _notebook(path)
+        soup = BeautifulSoup((site / "lessons" / f"{path.stem}.html").read_text(), "html.parser")
+        folded_code = soup.select("details.hide.above-input")
+        prompts = [d.select_one("summary").get_text(" ", strip=True) for d in folded_code]
+        solutions = _folded(nb, "code", solution=True)
+        assert sum("Show solution" in p for p in prompts) == len(solutions), path.name
+        text = unescape(soup.get_text())
+        hidden, shown = [], []
+        for cell in nb["cells"]:
+            parts = re.split(f"{build_site.HIDDEN_BEGIN}|{build_site.HIDDEN_END}", _source(cell))
+            hidden += parts[1::2]  # between a BEGIN and its END
+            shown += parts[0::2]
+        shown = "\n".join(shown)
+        # the hidden tests' own lines (those that appear nowhere else in the lesson) are not on the page
+        lines = {line.strip() for block in hidden for line in block.splitlines()
+                 if len(line.strip()) > 20 and line.strip() not in shown}
+        assert lines or not hidden, f"{path.name}: hidden tests with no line of their own"
+        for line in lines:
+            assert line not in text, f"{path.name}: hidden test shown: {line}"
+        assert "HIDDEN TESTS" not in text, path.name
+        # every solution's own lines are on the page, inside a fold
+        folded_text = " ".join(d.get_text() for d in folded_code)
+        for cell in solutions:
+            body = _source(cell).split("### BEGIN SOLUTION", 1)[-1].split("### END SOLUTION", 1)[0]
+            for line in (x.strip() for x in body.splitlines() if x.strip()):
+                assert line in folded_text, f"{path.name}: solution line not folded: {line}"
+        answers = soup.select("details.vae-folded")
+        assert len(answers) == len(_folded(nb, "markdown", solution=True)), path.name
+        assert all(a.select_one("summary").get_text(strip=True) == "Show the model answer" for a in answers)
+
+
+@pytest.mark.slow
+def test_each_lesson_page_links_its_notebook(site):
+    from bs4 import BeautifulSoup
+
+    for path in LESSONS:
+        page = site / "lessons" / f"{path.stem}.html"
+        soup = BeautifulSoup(page.read_text(), "html.parser")
+        hrefs = [a["href"] for a in soup.select("a[href]") if urlsplit(a["href"]).path.endswith(path.name)]
+        assert hrefs, f"{page.name} has no link to {path.name}"
+        for href in hrefs:
+            target = (page.parent / urlsplit(href).path).resolve()
+            copy = _notebook(target)
+            committed = _notebook(path)
+            assert [c["cell_type"] for c in copy["cells"] if c["cell_type"] == "code"] == \
+                   [c["cell_type"] for c in committed["cells"] if c["cell_type"] == "code"]
+            assert build_site.HIDDEN_BEGIN not in target.read_text()
+
+
+# ---------------------------------------------------------------- the built site in Chromium
+
+
+class _Guard:
+    """Blocks and counts every request that leaves the loopback interface; records failures and errors."""
+
+    def __init__(self):
+        self.external, self.failed, self.errors = [], [], []
+
+    def route(self, route):
+        url = urlsplit(route.request.url)
+        if url.scheme in ("file", "data", "blob") or url.hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            self.external.append(route.request.url)
+            route.abort()
+
+    def watch(self, page):
+        page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
+        page.on("requestfailed", lambda r: self.failed.append(f"failed {r.url}"))
+        page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
+
+
+def _read_page(page, url, name, screenshot):
+    """Open ``url``, wait for MathJax and the widgets, and check what a reader sees."""
+    page.goto(url, wait_until="load", timeout=60_000)
+    has_math = page.locator(".math").count() > 0
+    if has_math:
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+        page.evaluate("() => MathJax.startup.promise")
+        assert page.locator("mjx-container").count() > 0, f"{name}: MathJax rendered nothing"
+    views = page.locator(VIEW_SCRIPT).count()
+    if views:  # each saved widget view is rendered by the HTML manager just before its script tag
+        page.wait_for_function(
+            """sel => [...document.querySelectorAll(sel)].every(s => {
+                   const p = s.previousElementSibling;
+                   return p && p.classList.contains('widget-subarea') && p.querySelector('.jupyter-widgets'); })""",
+            arg=VIEW_SCRIPT, timeout=30_000)
+    assert page.locator(".jupyter-widgets-error-widget").count() == 0, f"{name}: a widget shows an error"
+    text = page.evaluate("() => document.body.innerText")
+    assert "$$" not in text and "\\(" not in text and "\\[" not in text, f"{name}: raw TeX in the text"
+    broken = page.evaluate(
+        "() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80))")
+    assert broken == [], f"{name}: images that did not load: {broken}"
+    if screenshot:
+        target = page.locator(".widget-subarea").first if views else page.locator("img.image, .cell_output img").first
+        if target.count():
+            target.scroll_into_view_if_needed()
+        page.screenshot(path=screenshot)
+    return {"maths": page.locator("mjx-container").count(), "images": page.evaluate("() => document.images.length"),
+            "widgets": views}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_every_page_renders_offline_in_chromium(site, tmp_path):
+    from _browser import ARTIFACTS, free_port, launch_chromium, missing_tools, start_server, stop_server
+    from playwright.sync_api import sync_playwright
+
+    reason = missing_tools()
+    if reason:
+        pytest.skip(reason)
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = free_port()
+    server = start_server([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site)],
+                          tmp_path, None, tmp_path / "http.log")
+    base = f"http://127.0.0.1:{port}/"
+    guard = _Guard()
+    start = time.perf_counter()
+    try:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            try:
+                context = browser.new_context(viewport={"width": 1200, "height": 900})
+                context.route("**/*", guard.route)
+                page = context.new_page()
+                guard.watch(page)
+                deadline = time.monotonic() + 30
+                while True:  # the server is up once it answers
+                    try:
+                        page.goto(base, timeout=5_000)
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.3)
+                counts = {}
+                others = ["index", "notation", "instructors", "api/index", f"api/{build_site.API_MODULES[0]}"]
+                for name in [f"lessons/{p.stem}" for p in LESSONS] + others:
+                    shot = ARTIFACTS / f"site_{name.replace('/', '_')}.png"
+                    counts[name] = _read_page(page, base + name + ".html", name, shot)
+                # the same lesson opened from the file system, without a server
+                widget_lessons = [n for n, c in counts.items() if c["widgets"]] or [f"lessons/{LESSONS[0].stem}"]
+                for name in widget_lessons[:1]:
+                    counts["file://" + name] = _read_page(page, (site / f"{name}.html").as_uri(), "file://" + name,
+                                                          ARTIFACTS / "site_file_url.png")
+            finally:
+                browser.close()
+    finally:
+        stop_server(server)
+    seconds = time.perf_counter() - start
+    print(f"{len(counts)} pages read in Chromium in {seconds:.1f} s; external requests blocked: {len(guard.external)}")
+    for name, c in counts.items():
+        print(f"  {name}: {c['maths']} formulas, {c['images']} images, {c['widgets']} live widgets")
+    assert guard.external == [], f"{len(guard.external)} requests left the machine: {guard.external[:5]}"
+    assert guard.failed == [], f"requests that failed: {guard.failed[:10]}"
+    assert guard.errors == [], f"script errors: {guard.errors[:5]}"
+    lesson_maths = [c["maths"] for n, c in counts.items() if n.startswith("lessons/")]
+    assert all(m > 0 for m in lesson_maths), counts
