@@ -212,8 +212,8 @@ def static_copies(nb):
 
     A vae-lite widget's output carries, beside its widget view, a PNG of its picture and a text
     naming its slider values and readouts (``widgets.View``'s static copy). Without a kernel its
-    sliders would move and its picture would not, so the page shows the static copy (the picture,
-    then its label) instead; widgets that run in the browser, and widgets without a static copy
+    sliders would move and its picture would not, so the page shows the static copy instead (the
+    picture, with its slider values and readouts drawn under it; the text is also its alt text); widgets that run in the browser, and widgets without a static copy
     (progress bars), stay live. The stored widget state is cut to the models still displayed.
     Returns the number of widgets replaced.
     """
@@ -221,7 +221,7 @@ def static_copies(nb):
     state = meta.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     replaced, live = 0, []
     for cell in nb["cells"]:
-        outputs = []
+        outputs, alts = [], []
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             view = data.get(WIDGET_VIEW)
@@ -230,14 +230,17 @@ def static_copies(nb):
             elif "image/png" in data and not runs_without_kernel(state, view.get("model_id")):
                 replaced += 1
                 outputs.append({"output_type": "display_data", "metadata": {}, "data": {"image/png": data["image/png"]}})
-                label = _source({"source": data.get("text/plain", "")}).rstrip("\n")
-                if label:
-                    outputs.append({"output_type": "stream", "name": "stdout", "text": label + "\n"})
+                label = " ".join(_source({"source": data.get("text/plain", "")}).split())
+                if label:  # the picture carries its label; the same text is its alt text (one image per cell)
+                    alts.append(label)
             else:
                 live.append(view.get("model_id"))
                 outputs.append(output)
         if "outputs" in cell:
             cell["outputs"] = outputs
+        images = [o for o in outputs if any(m.startswith("image/") for m in o.get("data", {}))]
+        if len(alts) == 1 and len(images) == 1:
+            cell.setdefault("metadata", {}).setdefault("mystnb", {})["image"] = {"alt": alts[0]}
     if state:
         keep = _reachable(state, live)
         # a jslink is its own model, referred to by no view: keep those between models still shown
@@ -300,7 +303,7 @@ def prepare_notebook(nb, path, download_name):
                 prompt = ("Show the check", "Hide the check")
             else:
                 prompt = ("Show code", "Hide code")
-            meta["mystnb"] = {"code_prompt_show": prompt[0], "code_prompt_hide": prompt[1]}
+            meta.setdefault("mystnb", {}).update(code_prompt_show=prompt[0], code_prompt_hide=prompt[1])
         elif cell["cell_type"] == "markdown" and folded:
             summary = "Show the model answer" if grader.get("solution") else "Show more"
             source = (f'<details class="vae-folded">\n<summary>{summary}</summary>\n\n{source}\n\n</details>')
@@ -317,7 +320,11 @@ def lesson_summary(nb, path):
     title = re.search(r"^#\s+(.+)$", first, re.M)
     if title is None:
         raise SiteError(f"{path.name}: its first cell has no '# Lesson N — title' heading; the lesson map needs one")
-    goals = re.search(r"\*\*Learning goals\.\*\*.*?\n\n?((?:\s*\d+\..*\n?(?:[ \t]+\S.*\n?)*)+)", first, re.S)
+    goals = re.search(r"\*\*Learning goals\.\*\*.*?\n\n?((?:[ \t]*(?:\d+\.|[*-]) .*\n?(?:[ \t]+\S.*\n?)*)+)",
+                      first, re.S)
+    if goals is None:
+        raise SiteError(f"{path.name}: its first cell has no '**Learning goals.**' followed by a list; "
+                        f"the lesson map on the landing page shows them. Fix: add them to the first cell.")
     stamps = [c["metadata"].get("execution", {}) for c in nb["cells"] if c["cell_type"] == "code"]
     stamps = [(s.get("iopub.execute_input"), s.get("shell.execute_reply")) for s in stamps]
     stamps = [s for s in stamps if all(s)]
@@ -327,7 +334,7 @@ def lesson_summary(nb, path):
         start = datetime.fromisoformat(stamps[0][0].replace("Z", "+00:00"))
         end = datetime.fromisoformat(stamps[-1][1].replace("Z", "+00:00"))
         minutes = (end - start).total_seconds() / 60
-    return title.group(1).strip(), (goals.group(1).rstrip() if goals else ""), minutes
+    return title.group(1).strip(), goals.group(1).rstrip(), minutes
 
 
 # ---------------------------------------------------------------- README parts
@@ -371,10 +378,10 @@ def stage():
         title, goals, minutes = lesson_summary(nb, path)
         prepare_notebook(nb, path, path.name)
         write_if_changed(STAGE / "lessons" / path.name, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-        run = f" The committed run (MNIST, shipped models) took {minutes:.1f} min." if minutes else ""
-        goal_text = "\n".join("   " + line if line.strip() else line for line in goals.splitlines())
+        run = (f" Running it takes about {minutes:.1f} min of computing (the saved run: MNIST, the shipped"
+               f" models, from a cold start)." if minutes else "")
         rows.append(f"### [{title}](lessons/{path.stem}.ipynb)\n\n`{path.name}`.{run}"
-                    f" After it you can\n\n{goal_text}\n")
+                    f" After it you can\n\n{goals}\n")
     generated = STAGE / "_generated"
     write_if_changed(generated / "lesson_map.md", "\n".join(rows))
     write_if_changed(generated / "notation.md", readme_section("Notation"))

@@ -153,13 +153,20 @@ def test_kernel_widgets_become_their_static_copy_and_browser_widgets_stay():
               {"output_type": "display_data", "metadata": {},
                "data": {view: {"model_id": "box2"}, "image/png": "iVBORw0KGgo=", "text/plain": "linked"}}]}]}
     assert build_site.static_copies(nb) == 1
-    first, label, live = nb["cells"][0]["outputs"]
+    first, live = nb["cells"][0]["outputs"]
     assert first["data"] == {"image/png": "iVBORw0KGgo="}
-    assert label == {"output_type": "stream", "name": "stdout", "text": "Static copy:\nmu = 0.50\n"}
     assert live["data"][view] == {"model_id": "box2"}
     kept = nb["metadata"]["widgets"][build_site.WIDGET_STATE]["state"]
     assert set(kept) == {"box2", "play", "slider2", "link"}  # the jslink too, though no view refers to it
     assert build_site.runs_without_kernel(state, "box2") and not build_site.runs_without_kernel(state, "box")
+    # two images in the cell: which one the label describes is not for a cell-wide alt text to say
+    assert "mystnb" not in nb["cells"][0]["metadata"]
+    nb["cells"][0]["outputs"] = [{"output_type": "execute_result", "metadata": {}, "execution_count": 1,
+                                  "data": {view: {"model_id": "box"}, "image/png": "iVBORw0KGgo=",
+                                           "text/plain": ["Static copy:\n", "mu = 0.50"]}}]
+    nb["metadata"]["widgets"] = {build_site.WIDGET_STATE: {"state": state}}
+    assert build_site.static_copies(nb) == 1
+    assert nb["cells"][0]["metadata"]["mystnb"]["image"] == {"alt": "Static copy: mu = 0.50"}
 
 
 # ---------------------------------------------------------------- the built site, without a browser
@@ -219,6 +226,24 @@ def test_solutions_are_folded_and_hidden_tests_left_out(site):
         answers = soup.select("details.vae-folded")
         assert len(answers) == len(_folded(nb, "markdown", solution=True)), path.name
         assert all(a.select_one("summary").get_text(strip=True) == "Show the model answer" for a in answers)
+
+
+@pytest.mark.slow
+def test_the_landing_page_maps_every_lesson_with_its_goals(site):
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((site / "index.html").read_text(), "html.parser").find("article")  # not the sidebar
+    for path in LESSONS:
+        first = _source(_notebook(path)["cells"][0]).splitlines()
+        title = next(line[2:].strip() for line in first if line.startswith("# "))
+        start = next(i for i, line in enumerate(first) if "**Learning goals.**" in line)
+        goals = [line for line in first[start:] if re.match(r" {0,3}(\d+\.|[*-]) ", line)]
+        link = soup.find("a", href=f"lessons/{path.stem}.html")
+        assert link is not None and link.get_text(strip=True) == title, path.name
+        items = link.find_parent("section").select("ol > li, ul > li")
+        assert len(items) == len(goals), f"{path.name}: {len(items)} goals on the page, {len(goals)} in the lesson"
+    text = " ".join(soup.get_text().split())
+    assert "make lessons" in text and "python -m http.server -d site" in text
 
 
 @pytest.mark.slow
@@ -283,10 +308,13 @@ def _read_page(page, url, name, screenshot):
     broken = page.evaluate(
         "() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80))")
     assert broken == [], f"{name}: images that did not load: {broken}"
-    if screenshot:
-        target = page.locator(".widget-subarea").first if views else page.locator("img.image, .cell_output img").first
-        if target.count():
-            target.scroll_into_view_if_needed()
+    if screenshot:  # the first widget, or else the first static copy of one (its label under its picture)
+        if views:
+            page.locator(".widget-subarea").first.scroll_into_view_if_needed()
+        else:
+            page.evaluate("""() => { const label = [...document.querySelectorAll('.cell_output pre')]
+                .find(p => p.innerText.startsWith('Static copy of the widget'));
+                if (label) label.scrollIntoView({block: 'end'}); }""")
         page.screenshot(path=screenshot)
     return {"maths": page.locator("mjx-container").count(), "images": page.evaluate("() => document.images.length"),
             "widgets": views}
