@@ -63,7 +63,7 @@ def test_mean_field_rejects_a_vector_log_joint():
         lambda s: elbo.kl_normal_std_mc(KEY, MU, LOG_VAR, s),
         lambda s: reparam.reparam_grad(KEY, jnp.sum, MU, LOG_VAR, s),
         lambda s: distributions.reparameterize(KEY, MU, LOG_VAR, s),
-        lambda s: inference.elbo_per_point(KEY, inference.linear_gaussian_point_log_joint(MODEL), X[None], MU[None],
+        lambda s: inference.elbo_per_point(KEY, MODEL.point_log_joint(), X[None], MU[None],
                                            LOG_VAR[None], s),
     ],
 )  # fmt: skip
@@ -221,7 +221,7 @@ def _decoder(z):
         (lambda: posterior.naive_log_evidence(0, lambda z: jnp.sum(z), 2, 4), r"key must be a JAX random key"),
         (lambda: factorization.minibatch_log_likelihood(7, lambda x: jnp.sum(x, -1), jnp.ones((40, 3)), 4),
          r"key must be a JAX random key"),
-        (lambda: inference.fit_mean_field(0, inference.linear_gaussian_point_log_joint(MODEL), X[None], latent_dim=2,
+        (lambda: inference.fit_mean_field(0, MODEL.point_log_joint(), X[None], latent_dim=2,
                                           num_steps=10), r"key must be a JAX random key, got int 0"),
     ],
     ids=["naive-samples-float", "naive-dim-float", "minibatch-float", "mixture-samples-float", "ancestral-bool",

@@ -213,3 +213,16 @@ def test_grid_coverage_sees_a_posterior_narrower_than_a_cell_in_2d():
     coverage = posterior.grid_coverage(posterior.grid_posterior(gaussian_log_joint(0.0, 0.02, 0.0), axes))
     assert coverage.peak_share > 0.99 and coverage.edge_share < 1e-30
     assert "narrower than a cell" in coverage.problem
+
+
+def test_linear_gaussian_point_log_joint_is_the_reference_log_joint_at_any_point():
+    model = posterior.LinearGaussian.random(jax.random.key(7), data_dim=4, latent_dim=2, sigma=0.7)
+    point_log_joint = model.point_log_joint()
+    for seed in range(3):
+        z, x = (np.asarray(a, np.float64) for a in model.sample(jax.random.key(seed), 1))
+        expected = R.linear_gaussian_log_joint(model.W, model.b, model.sigma, x[0], z[0])
+        assert float(point_log_joint(jnp.asarray(x[0], jnp.float32), jnp.asarray(z[0], jnp.float32))) == pytest.approx(
+            expected, rel=1e-5
+        )
+    with pytest.raises(ValueError, match="shape"):
+        model.check_x(jnp.zeros(3))

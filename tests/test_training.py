@@ -270,3 +270,15 @@ def test_nothing_is_written_into_the_package(digits, monkeypatch, tmp_path):
     after = sorted((str(p), p.stat().st_mtime_ns) for p in package.rglob("*") if "__pycache__" not in p.parts)
     assert before == after
     assert list((tmp_path / ".cache" / "vae-lite" / "models").glob("*.npz"))  # the user's cache instead
+
+
+def test_seconds_per_point_takes_the_best_of_the_timed_runs_after_a_warm_up(monkeypatch):
+    from vae_lite import training as T
+
+    calls, clock = [], iter([0.0, 5.0, 10.0, 12.0, 20.0, 23.0])  # runs of 5, 2 and 3 seconds
+    monkeypatch.setattr(T.time, "perf_counter", lambda: next(clock))
+    seconds = T.seconds_per_point(lambda: calls.append(1) or jnp.zeros(()), num_points=4, repeats=3)
+    assert len(calls) == 4  # one warm-up run (compilation), then three timed
+    assert seconds == 2.0 / 4
+    with pytest.raises(ValueError, match="num_points"):
+        T.seconds_per_point(lambda: jnp.zeros(()), num_points=0)

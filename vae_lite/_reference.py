@@ -78,14 +78,14 @@ def linear_gaussian_expected_log_joint(W, b, sigma, x, mu, var):
     return lik - 0.5 * len(mu) * LOG_2PI - 0.5 * (mu @ mu + var.sum())
 
 
-def gaussian_entropy(var):
+def gaussian_entropy_of_variance(var):
     """Entropy of N(mu, diag var) in nats."""
     return 0.5 * np.sum(LOG_2PI + 1.0 + np.log(f64(var)))
 
 
 def linear_gaussian_elbo(W, b, sigma, x, mu, var):
     """ELBO of q = N(mu, diag var) in closed form: expected log joint plus entropy."""
-    return linear_gaussian_expected_log_joint(W, b, sigma, x, mu, var) + gaussian_entropy(var)
+    return linear_gaussian_expected_log_joint(W, b, sigma, x, mu, var) + gaussian_entropy_of_variance(var)
 
 
 def linear_gaussian_elbo_grad(W, b, sigma, x, mu, log_var, eps):

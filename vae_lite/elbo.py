@@ -172,40 +172,6 @@ def kl_gaussians(mean_q, cov_q, mean_p, cov_p):
     return 0.5 * (jnp.trace(solve(cov_q)) + diff @ solve(diff) - d + logdet_p - logdet_q)
 
 
-def linear_gaussian_elbo(model, x, mean_q, cov_q):
-    r"""Exact ELBO of q = N(mean_q, cov_q) on a :class:`vae_lite.posterior.LinearGaussian` model.
-
-    Every term is a Gaussian expectation of a quadratic, so no sampling is needed:
-
-    .. math:: \mathcal{L} = -\tfrac{D}{2}\log 2\pi\sigma^2
-        - \tfrac{1}{2\sigma^2}\big[\lVert x - W m - b \rVert^2 + \operatorname{tr}(W \Sigma W^\top)\big]
-        - \tfrac{d}{2}\log 2\pi - \tfrac12\big[\lVert m \rVert^2 + \operatorname{tr}\Sigma\big]
-        + \tfrac12\big[d \log 2\pi e + \log\det\Sigma\big]
-
-    Args:
-        model: the linear-Gaussian model (``W (D, d)``, ``b (D,)``, ``sigma``).
-        x: ``(D,)`` one data point.
-        mean_q: ``(d,)``; cov_q: ``(d, d)`` (for a diagonal q pass ``jnp.diag(jnp.exp(log_var))``).
-
-    Returns:
-        scalar. Equals ``model.log_evidence(x)`` exactly when q is the true posterior.
-        Introduced in lesson 4.
-    """
-    model._check_x(x)
-    D, d = model.W.shape
-    _args.shape("mean_q", mean_q, (d,), f"The model's latent dimension is {d}.")
-    _args.shape("cov_q", cov_q, (d, d), "For a diagonal q pass jnp.diag(jnp.exp(log_var)).")
-    var = model.sigma**2
-    resid = x - model.W @ mean_q - model.b
-    expected_log_lik = (
-        -0.5 * D * jnp.log(2 * jnp.pi * var)
-        - 0.5 * (resid @ resid + jnp.trace(model.W @ cov_q @ model.W.T)) / var
-    )
-    expected_log_prior = -0.5 * d * LOG_2PI - 0.5 * (mean_q @ mean_q + jnp.trace(cov_q))
-    entropy = 0.5 * (d * (LOG_2PI + 1.0) + jnp.linalg.slogdet(cov_q)[1])
-    return expected_log_lik + expected_log_prior + entropy
-
-
 def _vae_log_weights(key, model, x, num_samples):
     """``(batch, num_samples)`` log-weights log p(x, z) - log q(z|x) for a VAE's encoder and decoder."""
     _args.prng_key("key", key)

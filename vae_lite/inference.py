@@ -7,7 +7,7 @@ directly for its own point; amortized inference instead has an encoder map any x
 
 Per-point log joints take the data point explicitly: ``point_log_joint(x_i, z) -> log p(x_i, z)`` (scalar,
 ``x_i`` one data point, ``z (latent_dim,)``), so one compiled optimiser serves every point
-of a data set. Plain functions work; :func:`vae_point_log_joint` and :func:`linear_gaussian_point_log_joint`
+of a data set. Plain functions work; :func:`vae_point_log_joint` and :meth:`vae_lite.posterior.LinearGaussian.point_log_joint`
 wrap a model as a ``jax.tree_util.Partial`` so its weights enter the compiled program as
 arguments rather than baked-in constants. Compilations are reused while the same log-joint
 object, shapes, ``num_samples`` and ``check_every`` come back.
@@ -19,7 +19,6 @@ like :func:`fit_mean_field`, :func:`fit_full_covariance`.
 """
 
 import functools
-import time
 from typing import NamedTuple
 
 import jax
@@ -34,17 +33,8 @@ from vae_lite.distributions import LOG_2PI
 from vae_lite.posterior import decoder_log_joint
 
 
-def _linear_gaussian(model, x, z):
-    return model.log_joint(x)(z)
-
-
 def _decoder(decoder, x, z):
     return decoder_log_joint(decoder, x)(z)
-
-
-def linear_gaussian_point_log_joint(model):
-    """``(x_i, z) -> log p(x_i, z)`` of a :class:`vae_lite.posterior.LinearGaussian`. Lesson 7."""
-    return Partial(_linear_gaussian, model)
 
 
 def vae_point_log_joint(decoder):
@@ -299,19 +289,6 @@ def semi_amortized(key, point_log_joint, x, encoder, num_steps, **fit_kwargs):
         return mu, log_var
     fit = fit_mean_field(key, point_log_joint, x, init=(mu, log_var), num_steps=num_steps, tol=None, **fit_kwargs)
     return fit.mu, fit.log_var
-
-
-def seconds_per_point(fn, num_points, repeats=3):
-    """Best wall time of ``fn()`` over ``repeats`` runs (after one warm-up run, so compilation is
-    excluded), divided by ``num_points``. Timings depend on the machine and its load. Lesson 7.
-    """
-    jax.block_until_ready(fn())
-    best = np.inf
-    for _ in range(_args.count("repeats", repeats)):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return best / _args.count("num_points", num_points)
 
 
 def gaussian_mean_field_optimum(mean, cov):

@@ -41,8 +41,46 @@ class LinearGaussian(NamedTuple):
             sigma,
         )
 
-    def _check_x(self, x):
+    def check_x(self, x):
+        """Raise unless ``x`` is one data point of this model, ``(D,)``."""
         _args.shape("x", x, jnp.shape(self.b), "Pass one data point of the model; use jax.vmap for a batch.")
+
+    def point_log_joint(self):
+        r"""``(x_i, z) -> log p(x_i, z)`` for any data point: the form :mod:`vae_lite.inference` fits (lesson 7).
+
+        A ``jax.tree_util.Partial`` over the model, like :meth:`log_joint`.
+        """
+        return Partial(_linear_gaussian_log_joint, self)
+
+    def elbo(self, x, mean_q, cov_q):
+        r"""Exact ELBO of q = N(mean_q, cov_q) for the data point ``x (D,)``; no sampling (lesson 4).
+
+        Every term is a Gaussian expectation of a quadratic:
+
+        .. math:: \mathcal{L} = -\tfrac{D}{2}\log 2\pi\sigma^2
+            - \tfrac{1}{2\sigma^2}\big[\lVert x - W m - b \rVert^2 + \operatorname{tr}(W \Sigma W^\top)\big]
+            - \tfrac{d}{2}\log 2\pi - \tfrac12\big[\lVert m \rVert^2 + \operatorname{tr}\Sigma\big]
+            + \tfrac12\big[d \log 2\pi e + \log\det\Sigma\big]
+
+        Args:
+            x: ``(D,)`` one data point.
+            mean_q: ``(d,)``; cov_q: ``(d, d)`` (for a diagonal q pass ``jnp.diag(jnp.exp(log_var))``).
+
+        Returns:
+            scalar; equals :meth:`log_evidence` exactly when q is the true posterior.
+        """
+        self.check_x(x)
+        D, d = self.W.shape
+        _args.shape("mean_q", mean_q, (d,), f"The model's latent dimension is {d}.")
+        _args.shape("cov_q", cov_q, (d, d), "For a diagonal q pass jnp.diag(jnp.exp(log_var)).")
+        var = self.sigma**2
+        resid = x - self.W @ mean_q - self.b
+        expected_log_lik = -0.5 * D * jnp.log(2 * jnp.pi * var) - 0.5 * (
+            resid @ resid + jnp.trace(self.W @ cov_q @ self.W.T)
+        ) / var
+        expected_log_prior = -0.5 * d * jnp.log(2 * jnp.pi) - 0.5 * (mean_q @ mean_q + jnp.trace(cov_q))
+        entropy = 0.5 * (d * (jnp.log(2 * jnp.pi) + 1.0) + jnp.linalg.slogdet(cov_q)[1])
+        return expected_log_lik + expected_log_prior + entropy
 
     def log_joint(self, x):
         r"""``z (d,) -> log p(x, z) = log N(x; W z + b, sigma^2 I) + log N(z; 0, I)`` for a fixed ``x (D,)``.
@@ -50,12 +88,12 @@ class LinearGaussian(NamedTuple):
         A ``jax.tree_util.Partial`` (the model and x are its arrays), so the estimators compile
         it once for all data points of a shape.
         """
-        self._check_x(x)
+        self.check_x(x)
         return Partial(_linear_gaussian_log_joint, self, jnp.asarray(x))
 
     def log_evidence(self, x):
         r"""Exact log p(x) = log N(x; b, W W^T + sigma^2 I), for ``x (D,)``."""
-        self._check_x(x)
+        self.check_x(x)
         cov = self.W @ self.W.T + self.sigma**2 * jnp.eye(self.b.shape[0])
         return jax.scipy.stats.multivariate_normal.logpdf(x, self.b, cov)
 
@@ -65,7 +103,7 @@ class LinearGaussian(NamedTuple):
         Returns:
             ``(mean (d,), cov (d, d))``.
         """
-        self._check_x(x)
+        self.check_x(x)
         precision = jnp.eye(self.W.shape[1]) + self.W.T @ self.W / self.sigma**2
         cov = jnp.linalg.inv(precision)
         return cov @ self.W.T @ (x - self.b) / self.sigma**2, cov

@@ -341,3 +341,18 @@ def evaluate(key, model, x):
     ]
     recon, kl = (jnp.concatenate(parts) for parts in zip(*blocks, strict=True))
     return Metrics(float(jnp.mean(recon - kl)), float(jnp.mean(recon)), float(jnp.mean(kl)))
+
+
+def seconds_per_point(fn, num_points, repeats=3):
+    """Best wall time of ``fn()`` over ``repeats`` runs (after one warm-up run, so compilation is
+    excluded), divided by ``num_points``. Timings depend on the machine and its load. Lesson 7
+    times inference by optimisation against one encoder pass with it.
+    """
+    num_points, repeats = _args.count("num_points", num_points), _args.count("repeats", repeats)
+    jax.block_until_ready(fn())
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best / num_points
