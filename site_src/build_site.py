@@ -308,7 +308,9 @@ def prepare_notebook(nb, path, download_name):
             summary = "Show the model answer" if grader.get("solution") else "Show more"
             source = (f'<details class="vae-folded">\n<summary>{summary}</summary>\n\n{source}\n\n</details>')
         cell["source"] = source
-    link = (f"*Download this lesson as a notebook: {{download}}`{download_name} <{download_name}>` "
+    # the copy Sphinx keeps of each page's source (html_copy_source), which the theme's download button offers too
+    link = (f'*Download this lesson as a notebook: <a class="reference download" '
+            f'href="../_sources/lessons/{download_name}" download>{download_name}</a> '
             f"(to run it: `make lessons`, see [how to run the course](../index.md#running-the-lessons)).*")
     nb["cells"].insert(1, {"cell_type": "markdown", "id": "vae-site-download", "metadata": {}, "source": link})
     return nb
