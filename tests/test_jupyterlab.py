@@ -1,4 +1,4 @@
-"""Lessons 04, 07 and 08 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
+"""Lessons 03, 04, 07 and 08 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
 
 The Voila test (``test_browser.py``) drives one widget in Voila; nbval runs the lessons without a browser.
 Neither sees what a student sees after ``make lessons``: JupyterLab's own front end, whose widget manager
@@ -6,7 +6,7 @@ has to find every widget model the kernel creates (a mismatch between ipywidgets
 shows up only there, as "Error displaying widget: model not found"). So this test
 
 * starts ``jupyter lab`` from the project's venv as ``make lessons`` does (loopback, no token) on a free
-  port, serving a temporary copy of lessons 04, 07 and 08 with their outputs and saved widget state cleared
+  port, serving a temporary copy of lessons 03, 04, 07 and 08 with their outputs and saved widget state cleared
   (JupyterLab autosaves, so the committed notebooks are never touched, and every output comes from this run);
 * opens each lesson in headless Debian Chromium through Playwright and runs it with JupyterLab's own
   menu command, Run > Run All Cells, waiting until no cell is left at ``[*]``;
@@ -15,7 +15,7 @@ shows up only there, as "Error displaying widget: model not found"). So this tes
 * checks the page: no "Error displaying widget", "model not found" or traceback, and every widget output
   of the saved notebook is rendered as a live widget;
 * types a new value into one slider's readout of the lesson's widget and checks that its picture (and, in
-  lessons 04 and 07, the ELBO / KL or gaps readout) changes.
+  lessons 03, 04 and 07, the estimates, ELBO / KL or gaps readout) changes.
 
 The kernels use the bundled 8x8 digits (``VAE_LITE_DATASET=digits``) and an empty model cache, so the
 lessons train their models on the spot in seconds. Screenshots go to ``test-artifacts/``. The server, its
@@ -62,9 +62,11 @@ LAB_SETTINGS = {
 class Lesson:
     notebook: str
     widget_code: str  # code that identifies the cell whose widget gets a slider moved
+    typed: bool = True  # the slider's readout takes a typed value; else (a selection slider) its handle is moved by a key
 
 
 LESSONS = {
+    "03_intractable_posterior": Lesson("03_intractable_posterior.ipynb", "naive_mc.naive_widget(", typed=False),
     "04_elbo": Lesson("04_elbo.ipynb", "elbo_widget("),
     "07_mean_field_vs_amortized": Lesson("07_mean_field_vs_amortized.ipynb", "gaps.gap_widget("),
     "08_latent_explorer": Lesson("08_latent_explorer.ipynb", "explorer.latent_sliders("),
@@ -245,21 +247,27 @@ def widget_output(page, code):
     return cell.locator(".jp-OutputArea-output", has=page.locator(IMAGE)).first
 
 
-def move_slider(page, output, index=0):
-    """Type a new value into the ``index``-th slider readout of ``output`` and press Enter.
+def move_slider(page, output, index=0, typed=True):
+    """Move the ``index``-th slider of ``output``: type a new value into its readout and press Enter, or
+    (``typed=False``, a selection slider whose readout is not editable) focus its handle and press ArrowRight.
 
-    Returns ``(old value, new value)`` as shown in the readout; waits until the image has been redrawn.
+    Returns ``(old value, new value, seconds)`` as shown in the readout, and the time from the key press
+    until the new picture is shown.
     """
     readout = output.locator(READOUT).nth(index)
     image = output.locator(IMAGE).first
     readout.scroll_into_view_if_needed()
     old_value, old_src = readout.inner_text().strip(), image.get_attribute("src")
-    new_value = "1.00" if old_value != "1.00" else "-1.00"
-    readout.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(new_value)
+    if typed:
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("1.00" if old_value != "1.00" else "-1.00")
+        key = "Enter"
+    else:
+        output.locator(".noUi-handle").nth(index).focus()
+        key = "ArrowRight"
     start = time.perf_counter()
-    page.keyboard.press("Enter")
+    page.keyboard.press(key)
     page.wait_for_function("([img, old]) => img.src !== old && img.complete",
                            arg=[image.element_handle(), old_src], timeout=30_000, polling=10)
     round_trip = time.perf_counter() - start  # browser -> kernel -> new picture shown: reported, not asserted
@@ -305,7 +313,7 @@ def test_lesson_runs_in_jupyterlab_and_its_widget_responds(lab, browser, name):
         output = widget_output(page, lesson.widget_code)
         labels = output.locator(".widget-html").all_inner_texts()
         old_png = output.locator(IMAGE).first.screenshot()
-        old_value, new_value, round_trip = move_slider(page, output)
+        old_value, new_value, round_trip = move_slider(page, output, typed=lesson.typed)
         page.screenshot(path=ARTIFACTS / f"jupyterlab_{name}_slider.png")
         assert new_value != old_value, f"the slider readout stayed at {old_value}"
         assert output.locator(IMAGE).first.screenshot() != old_png, "the picture did not change"

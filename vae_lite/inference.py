@@ -291,6 +291,14 @@ def semi_amortized(key, point_log_joint, x, encoder, num_steps, **fit_kwargs):
     return fit.mu, fit.log_var
 
 
+class MeanFieldOptimum(NamedTuple):
+    """The best factorised Gaussian q* for a Gaussian N(m, Σ), Λ = Σ⁻¹ (:func:`gaussian_mean_field_optimum`)."""
+
+    mu: jnp.ndarray  # (d,): μ* = m
+    log_var: jnp.ndarray  # (d,): log σ*²_j = -log Λ_jj (the precision's diagonal, not Σ's)
+    kl: jnp.ndarray  # scalar: KL(q* ‖ N(m, Σ)) = ½ (Σ_j log Λ_jj - log det Λ)
+
+
 def gaussian_mean_field_optimum(mean, cov):
     r"""The factorised Gaussian closest to N(mean, cov) in KL(q ‖ p), and that KL.
 
@@ -300,11 +308,11 @@ def gaussian_mean_field_optimum(mean, cov):
         \mathrm{KL}(q^* \| p) = \tfrac12 \big(\textstyle\sum_j \log \Lambda_{jj} - \log\det\Lambda\big)
 
     For a Gaussian posterior the optimal ELBO is then log p(x) − KL exactly.
-    Returns ``(mu (d,), log_var (d,), kl scalar)``. Introduced in lesson 7.
+    Returns a :class:`MeanFieldOptimum` ``(mu (d,), log_var (d,), kl scalar)``. Introduced in lesson 7.
     """
     precision_diag = jnp.diag(jnp.linalg.inv(cov))
     kl = 0.5 * (jnp.sum(jnp.log(precision_diag)) + jnp.linalg.slogdet(cov)[1])
-    return jnp.asarray(mean), -jnp.log(precision_diag), kl
+    return MeanFieldOptimum(jnp.asarray(mean), -jnp.log(precision_diag), kl)
 
 
 # ---------------------------------------------------------------- a richer family: full-covariance Gaussians
