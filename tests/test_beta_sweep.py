@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 from scipy import integrate, stats
+from traitlets import TraitError
 
 from vae_lite import beta_sweep, classifier, networks
 
@@ -89,7 +90,7 @@ def test_select_refuses_a_beta_the_sweep_did_not_train_and_keeps_the_picture():
         assert w.beta == 2.0 and w.png == shown
     assert w.select(0.5) is True and w.beta == 0.5 and w.message.value == ""
     assert w.png != shown
-    with pytest.raises(Exception):  # noqa: B017 - ipywidgets refuses an index outside the options (TraitError)
+    with pytest.raises(TraitError, match="Invalid selection"):  # ipywidgets refuses an index outside the options
         w.slider.value = 7
     assert w.beta == 0.5 and "β = 0.5" in w.text.value  # the widget still works
     w.slider.value = 0
