@@ -119,8 +119,9 @@ def test_the_widget_refuses_arrays_that_do_not_fit_together():
     for sweep, message in bad:
         with pytest.raises(ValueError, match=message):
             beta_sweep.beta_widget(sweep)
-    for index in (3, -1, 1.0, True):
-        with pytest.raises(ValueError, match="index must be a whole number from 0 to 2"):
+    for index, message in ((3, r"index=3 is out of range: there are 3 betas in the sweep \(0 to 2\)"),
+                           (-1, "index must be an integer >= 0"), (1.0, "write index=1"), (True, "index must be an integer")):
+        with pytest.raises(ValueError, match=message):
             beta_sweep.beta_widget(s, index=index)
     with pytest.raises(ValueError, match="takes a beta_sweep.Sweep"):
         beta_sweep.beta_widget(tuple(s))
@@ -190,11 +191,12 @@ def test_sweep_refuses_bad_input():
         (lambda: beta_sweep.sweep({-1.0: model}, x, z, key=key), "finite number >= 0"),
         (lambda: beta_sweep.sweep({float("nan"): model}, x, z, key=key), "finite number >= 0"),
         (lambda: beta_sweep.sweep({1.0: model}, x, z, key=0), "JAX random key"),
-        (lambda: beta_sweep.sweep({1.0: model}, x, z, key=key, num_images=9), "num_images <= 8"),
-        (lambda: beta_sweep.sweep({1.0: model}, x, z[:, :2], key=key), r"z must be \(n, 3\)"),
-        (lambda: beta_sweep.sweep({1.0: model}, x, z, key=key, num_samples=9), "num_samples = 9"),
+        (lambda: beta_sweep.sweep({1.0: model}, x, z, key=key, num_images=9), "num_images=9 is too large: x holds 8 images"),
+        (lambda: beta_sweep.sweep({1.0: model}, x, z[:, :2], key=key), "z's last axis must be 3, got 2"),
+        (lambda: beta_sweep.sweep({1.0: model}, x, z[0], key=key), r"z must be a 2-D array, got shape \(3,\)"),
+        (lambda: beta_sweep.sweep({1.0: model}, x, z, key=key, num_samples=9), "num_samples=9 is too large: z holds 8 draws"),
         (lambda: beta_sweep.sweep({1.0: model}, x, z * np.nan, key=key), "z holds NaN"),
-        (lambda: beta_sweep.sweep({1.0: model}, x[0], z, key=key), r"num_images, pixels"),
+        (lambda: beta_sweep.sweep({1.0: model}, x[0], z, key=key), r"x must be a 2-D array.*num_images, pixels"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message):

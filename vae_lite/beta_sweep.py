@@ -114,16 +114,15 @@ def sweep(models, x, z, *, key, num_images=8, num_samples=8, judge=None):
     if np.any(np.diff(betas) <= 0):
         raise ValueError(f"the betas must increase, got {list(betas)}; build the mapping in increasing order of beta.")
     _args.floating("x", x)
-    if np.ndim(x) != 2:
-        raise ValueError(f"x must be (num_images, pixels) binary images, got shape {np.shape(x)}.")
+    _args.image_batch("x", x)
     num_images = _args.count("num_images", num_images)
     num_samples = _args.count("num_samples", num_samples)
-    if num_images > len(x):
-        raise ValueError(f"num_images = {num_images} but x holds {len(x)} images; pass num_images <= {len(x)}.")
-    first = next(iter(models.values()))
-    if np.ndim(z) != 2 or np.shape(z)[1] != first.latent_dim or len(z) < num_samples:
-        raise ValueError(f"z must be (n, {first.latent_dim}) prior draws with n >= num_samples = {num_samples}, got "
-                         f"shape {np.shape(z)}; e.g. jax.random.normal(key, (2000, {first.latent_dim})).")
+    _args.at_most("num_images", num_images, len(x), f"x holds {len(x)} images; pass num_images <= {len(x)}.")
+    latent_dim = next(iter(models.values())).latent_dim
+    draws = f"e.g. jax.random.normal(key, (2000, {latent_dim}))"
+    _args.ndim("z", z, 2, f"Pass prior draws (n, {latent_dim}), {draws}.")
+    _args.equal("z's last axis", np.shape(z)[1], latent_dim, f"The models' codes have {latent_dim} dimensions; {draws}.")
+    _args.at_most("num_samples", num_samples, len(z), f"z holds {len(z)} draws; pass num_samples <= {len(z)}.")
     _args.floating("z", z)
     _args.finite("z", z)
     side = math.isqrt(np.shape(x)[1])
@@ -237,10 +236,7 @@ class BetaWidget(View):
     def __init__(self, s, index=None):
         self.betas, self.image_shape, self.arrays = _checked(s)
         num = len(self.betas)
-        index = num - 1 if index is None else index
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < num:
-            raise ValueError(f"index must be a whole number from 0 to {num - 1} (which beta to show first), "
-                             f"got {index!r}.")
+        index = num - 1 if index is None else _args.index("index", index, num, what="betas in the sweep")
         kl = self.arrays["kl"]
         self.order = np.argsort(kl[-1], kind="stable")  # dimensions sorted by their KL at the largest beta
         self._pictures = [self._draw(i) for i in range(num)]
