@@ -372,3 +372,13 @@ def names_in(name, values, allowed, fix):
     unknown = [v for v in values if v not in allowed]
     if unknown:
         raise ValueError(f"{name} {unknown!r} not among {sorted(allowed)}; {fix}")
+
+
+def nonempty_image_batch(name, x):
+    """Raise unless ``x`` is ``(num_images, pixels)`` with at least one image."""
+    shape = np.shape(x)
+    if len(shape) != 2 or shape[0] == 0:
+        raise ValueError(
+            f"{name} must be (num_images, pixels) with at least one image, got shape {shape}; "
+            "pass e.g. dataset.x_train (flatten images with x.reshape(len(x), -1))."
+        )

@@ -25,8 +25,9 @@ import optax
 from flax import nnx
 
 from vae_lite import _args
+from vae_lite import data as data_lib
 from vae_lite.checkpoints import Recipe, cache_file, entry_name, obtain
-from vae_lite.data import Images, load
+from vae_lite.data import load
 from vae_lite.networks import MLP
 
 NUM_CLASSES = 10
@@ -97,22 +98,13 @@ class Share(NamedTuple):
     confidence: np.ndarray
 
 
-def _levels(x):
-    if isinstance(x, Images):
-        return x.levels, x.max_level
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2 or not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
-        raise ValueError(f"Training images must be (num_images, pixels) with values in [0, 1], got shape {x.shape}.")
-    return x, 1
-
-
 @functools.lru_cache(maxsize=4)
 def _epoch_for(graphdef, batch_size, learning_rate, max_level):
     optimizer = optax.adam(learning_rate)
 
     def step(carry, idx):
         params, opt_state, x, y = carry
-        xb = x[idx].astype(jnp.float32) / max_level  # only the minibatch becomes float32
+        xb = data_lib.intensities_of(x[idx], max_level)  # only the minibatch becomes float32
 
         def loss_fn(p):
             logits = nnx.merge(graphdef, p)(xb)
@@ -138,7 +130,7 @@ def fit_classifier(model, config, x, y, *, progress=True):
     ``x``: a data set's :class:`~vae_lite.data.Images` or intensities in [0, 1]. Returns the
     history: per epoch, the mean cross-entropy over its minibatches (``loss``) and its ``seconds``.
     """
-    x, max_level = _levels(x)
+    x, max_level = data_lib.levels_of(x)
     y = np.asarray(y)
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
         raise ValueError(f"y must be ({x.shape[0]},) integer labels in 0..9, got shape {y.shape} and dtype {y.dtype}.")

@@ -498,6 +498,29 @@ def _intensities(x):
     return x
 
 
+def levels_of(x, name="Training images"):
+    """``(levels, max_level)``: training images as the trainers hold them, the one level conversion.
+
+    :class:`Images` give their uint8 levels and ``max_level`` (a quarter of float32's memory);
+    other arrays must be ``(num_images, pixels)`` intensities in [0, 1] and are returned as float32
+    with ``max_level = 1``. Used by ``training.fit`` and ``classifier.fit_classifier``; inside their
+    compiled epochs only the current minibatch goes through :func:`intensities_of`.
+    """
+    if isinstance(x, Images):
+        _args.nonempty_image_batch(name, x.levels)
+        return x.levels, x.max_level
+    x = np.asarray(x, dtype=np.float32)
+    _args.nonempty_image_batch(name, x)
+    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{name} must be finite and in [0, 1]; scale them with x / 255.")
+    return x, 1
+
+
+def intensities_of(levels, max_level):
+    """float32 intensities ``levels / max_level`` in [0, 1] (works on traced arrays, inside ``jax.jit``)."""
+    return jnp.asarray(levels).astype(jnp.float32) / max_level
+
+
 def binarize(key, x):
     """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity.
 
@@ -520,7 +543,7 @@ def _binarize_blocks(key, x, block, max_level):
 
     def body(i, out):
         start = jnp.minimum(i * block, num_images - block)  # the last block may overlap the one before
-        xb = jax.lax.dynamic_slice_in_dim(x, start, block).astype(jnp.float32) / max_level
+        xb = intensities_of(jax.lax.dynamic_slice_in_dim(x, start, block), max_level)
         bits = jax.random.bernoulli(jax.random.fold_in(key, i), xb).astype(jnp.float32)
         return jax.lax.dynamic_update_slice_in_dim(out, bits, start, 0)
 

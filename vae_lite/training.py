@@ -19,13 +19,14 @@ import optax
 from flax import nnx
 
 from vae_lite import _args
+from vae_lite import data as data_lib
 from vae_lite._runtime import (  # noqa: F401 - the lessons' explicit set-up calls live here
     compilation_cache,
     enable_compilation_cache,
     release_memory,
 )
 from vae_lite.checkpoints import Recipe, cache_file, entry_name, obtain
-from vae_lite.data import Images, load
+from vae_lite.data import load
 from vae_lite.distributions import kl_normal_std, log_bernoulli, reparameterize
 from vae_lite.networks import VAE, Autoencoder
 
@@ -157,8 +158,7 @@ def make_epoch(graphdef, terms_fn, optimizer, batch_size, max_level=1):
         params, opt_state, x, beta = carry
         idx, key = inputs
         key_bin, key_z = jax.random.split(key)
-        intensities = x[idx].astype(jnp.float32) / max_level  # (batch_size, pixels)
-        xb = jax.random.bernoulli(key_bin, intensities).astype(jnp.float32)  # dynamic binarisation
+        xb = data_lib.binarize(key_bin, data_lib.intensities_of(x[idx], max_level))  # dynamic binarisation
         grads, terms = jax.grad(loss_fn, has_aux=True)(params, key_z, xb, beta)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, x, beta), terms
@@ -185,33 +185,10 @@ def _epoch_for(graphdef, model, batch_size, learning_rate, max_level):
     return optimizer, make_epoch(graphdef, MODELS[model][1], optimizer, batch_size, max_level)
 
 
-def _at_least_one_image(name, x):
-    """Raise unless ``x`` is ``(num_images, pixels)`` with at least one image."""
-    shape = np.shape(x)
-    if len(shape) != 2 or shape[0] == 0:
-        raise ValueError(
-            f"{name} must be (num_images, pixels) with at least one image, got shape {shape}; "
-            "pass e.g. dataset.x_train (flatten images with x.reshape(len(x), -1))."
-        )
-
-
-def _training_levels(x, name="Training images"):
-    """``(levels, max_level)`` for the epoch: uint8 levels of :class:`Images`, else checked floats."""
-    if isinstance(x, Images):
-        _at_least_one_image(name, x)
-        return x.levels, x.max_level
-    x = np.asarray(x, dtype=np.float32)
-    _at_least_one_image(name, x)
-    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
-        raise ValueError(f"{name} must be finite and in [0, 1]; scale them with x / 255.")
-    return x, 1
-
-
 def _monitor_set(levels, max_level, key):
     """The first :data:`MONITOR_IMAGES` of ``levels`` (see :func:`_training_levels`), binarised once
     with ``key`` (float32 0/1)."""
-    intensities = np.asarray(levels[:MONITOR_IMAGES], dtype=np.float32) / max_level
-    return jax.random.bernoulli(key, jnp.asarray(intensities)).astype(jnp.float32)
+    return data_lib.binarize(key, data_lib.intensities_of(levels[:MONITOR_IMAGES], max_level))
 
 
 def _monitor_keys(seed):
@@ -226,7 +203,7 @@ def held_out_elbo(model, held_out, seed=0):
     configuration). Lesson 6 compares the student's own VAE with the library's this way.
     """
     _, key_test, eval_key = _monitor_keys(_args.count("seed", seed, minimum=0))
-    images = _monitor_set(*_training_levels(held_out, "held_out"), key_test)
+    images = _monitor_set(*data_lib.levels_of(held_out, "held_out"), key_test)
     return evaluate(eval_key, model, images).elbo
 
 
@@ -243,12 +220,12 @@ def fit(model, config, x, *, held_out=None, progress=True):
     held-out images, each binarised once and evaluated with the same key, so the two curves
     differ only in the images (their distance is the generalisation gap).
     """
-    x, max_level = _training_levels(x)
+    x, max_level = data_lib.levels_of(x)
     monitor = None
     if held_out is not None:
         key_train, key_test, eval_key = _monitor_keys(config.seed)
         monitor = {"train_elbo": _monitor_set(x, max_level, key_train),
-                   "test_elbo": _monitor_set(*_training_levels(held_out, "held_out"), key_test)}
+                   "test_elbo": _monitor_set(*data_lib.levels_of(held_out, "held_out"), key_test)}
     if x.shape[0] < config.batch_size:
         raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
     graphdef, params = nnx.split(model, nnx.Param)
@@ -333,7 +310,7 @@ def evaluate(key, model, x):
     Introduced in lesson 6.
     """
     _args.prng_key("key", key)
-    _at_least_one_image("x", x)
+    _args.nonempty_image_batch("x", x)
     terms_fn = _JITTED_TERMS[getattr(model, "kind", VAE.kind)]  # a model of the student's own is a VAE
     blocks = [  # blocks of images keep the (images, pixels) intermediates small
         terms_fn(jax.random.fold_in(key, i), model, jnp.asarray(x[start : start + EVAL_BLOCK]))
