@@ -283,7 +283,9 @@ class _Guard:
 
     def watch(self, page):
         page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
-        page.on("requestfailed", lambda r: self.failed.append(f"failed {r.url}"))
+        # a request cut short by leaving the page (net::ERR_ABORTED) is not a fault; a missing file answers 404
+        page.on("requestfailed", lambda r: "ERR_ABORTED" not in (r.failure or "")
+                and self.failed.append(f"failed {r.url}: {r.failure}"))
         page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
 
 
@@ -302,6 +304,7 @@ def _read_page(page, url, name, screenshot):
                    const p = s.previousElementSibling;
                    return p && p.classList.contains('widget-subarea') && p.querySelector('.jupyter-widgets'); })""",
             arg=VIEW_SCRIPT, timeout=30_000)
+    page.evaluate("() => document.fonts.ready.then(() => true)")  # MathJax's and the theme's fonts
     assert page.locator(".jupyter-widgets-error-widget").count() == 0, f"{name}: a widget shows an error"
     text = page.evaluate("() => document.body.innerText")
     assert "$$" not in text and "\\(" not in text and "\\[" not in text, f"{name}: raw TeX in the text"
@@ -363,10 +366,18 @@ def test_every_page_renders_offline_in_chromium(site, tmp_path):
                 for name in widget_lessons[:1]:
                     counts["file://" + name] = _read_page(page, (site / f"{name}.html").as_uri(), "file://" + name,
                                                           ARTIFACTS / "site_file_url.png")
+                # control: the guard does see a page reaching outside (and blocks it)
+                seen, failed = len(guard.external), len(guard.failed)
+                probe = tmp_path / "probe.html"
+                probe.write_text('<img src="https://cdn.example.org/probe.png">')
+                page.goto(probe.as_uri(), wait_until="load")
+                control = guard.external[seen:]
+                del guard.external[seen:], guard.failed[failed:]  # the blocked request also fails
             finally:
                 browser.close()
     finally:
         stop_server(server)
+    assert control == ["https://cdn.example.org/probe.png"], control
     seconds = time.perf_counter() - start
     print(f"{len(counts)} pages read in Chromium in {seconds:.1f} s; external requests blocked: {len(guard.external)}")
     for name, c in counts.items():
