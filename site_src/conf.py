@@ -42,7 +42,7 @@ napoleon_numpy_docstring = False
 
 # ---- theme: sphinx-book-theme, its own fonts and styles (bundled in the package)
 html_theme = "sphinx_book_theme"
-html_title = "vae-lite: variational autoencoders, one checked idea at a time"
+html_title = "vae-lite"
 html_static_path = ["_static"]
 html_css_files = ["vae-site.css"]
 html_sourcelink_suffix = ""  # the download button offers lessons/NN_name.ipynb itself

@@ -297,6 +297,8 @@ def _read_page(page, url, name, screenshot):
         page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
         page.evaluate("() => MathJax.startup.promise")
         assert page.locator("mjx-container").count() > 0, f"{name}: MathJax rendered nothing"
+        errors = page.eval_on_selector_all("mjx-merror", "els => els.map(e => e.getAttribute('data-mjx-error'))")
+        assert errors == [], f"{name}: TeX that MathJax could not read: {errors[:5]}"
     views = page.locator(VIEW_SCRIPT).count()
     if views:  # each saved widget view is rendered by the HTML manager just before its script tag
         page.wait_for_function(

@@ -23,7 +23,12 @@
     },
   };
   window.MathJax = {
-    tex: { inlineMath: [["\\(", "\\)"]], displayMath: [["\\[", "\\]"]], processEscapes: true },
+    // textmacros: \_ and friends inside \text{...}, as the docstrings write \text{log\_var}
+    loader: { load: ["[tex]/textmacros"] },
+    tex: {
+      inlineMath: [["\\(", "\\)"]], displayMath: [["\\[", "\\]"]], processEscapes: true,
+      packages: { "[+]": ["textmacros"] },
+    },
     options: { processHtmlClass: "tex2jax_process|mathjax_process|math|output_area" },
     startup: {
       ready: function () {
