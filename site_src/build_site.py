@@ -42,10 +42,12 @@ STAGE = BUILD / "site-src"
 NPM_CACHE = BUILD / "npm-cache"
 NPM_REGISTRY = "https://registry.npmjs.org"
 
-# The public modules whose docstrings make the API reference, in the README's order.
-API_MODULES = ["distributions", "networks", "training", "checkpoints", "data", "plotting", "widgets",
-               "grading", "classifier", "factorization", "sampling", "posterior", "elbo", "reparam",
-               "inference", "gaps", "explorer"]
+# The public modules whose docstrings make the API reference: the core modules, then the lessons'
+# (tests/test_site.py checks that every public module of vae_lite is here).
+API_MODULES = ["distributions", "networks", "training", "checkpoints", "zoo", "data", "plotting", "widgets",
+               "grading", "classifier",
+               "factorization", "sampling", "fixed_codes", "posterior", "naive_mc", "elbo", "reparam",
+               "beta_sweep", "inference", "gaps", "explorer"]
 
 # npm packages the pages load: (name, version, sha512 integrity from the registry, what to copy where).
 # MathJax 3's CommonHTML bundle finds its fonts and extensions beside itself; the speech-rule

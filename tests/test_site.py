@@ -169,6 +169,12 @@ def test_kernel_widgets_become_their_static_copy_and_browser_widgets_stay():
     assert nb["cells"][0]["metadata"]["mystnb"]["image"] == {"alt": "Static copy: mu = 0.50"}
 
 
+def test_the_api_reference_lists_every_public_module():
+    public = {p.stem for p in (ROOT / "vae_lite").glob("*.py") if not p.stem.startswith("_")}
+    assert set(build_site.API_MODULES) == public
+    assert len(build_site.API_MODULES) == len(public)  # none twice
+
+
 # ---------------------------------------------------------------- the built site, without a browser
 
 
