@@ -1,4 +1,4 @@
-"""Lessons 03, 04, 07 and 08 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
+"""Lessons 03, 04, 06, 07 and 08 in JupyterLab in a real browser: run-all gives no errors, the widgets render and respond.
 
 The Voila test (``test_browser.py``) drives one widget in Voila; nbval runs the lessons without a browser.
 Neither sees what a student sees after ``make lessons``: JupyterLab's own front end, whose widget manager
@@ -6,7 +6,7 @@ has to find every widget model the kernel creates (a mismatch between ipywidgets
 shows up only there, as "Error displaying widget: model not found"). So this test
 
 * starts ``jupyter lab`` from the project's venv as ``make lessons`` does (loopback, no token) on a free
-  port, serving a temporary copy of lessons 03, 04, 07 and 08 with their outputs and saved widget state cleared
+  port, serving a temporary copy of lessons 03, 04, 06, 07 and 08 with their outputs and saved widget state cleared
   (JupyterLab autosaves, so the committed notebooks are never touched, and every output comes from this run);
 * opens each lesson in headless Debian Chromium through Playwright and runs it with JupyterLab's own
   menu command, Run > Run All Cells, waiting until no cell is left at ``[*]``;
@@ -15,7 +15,7 @@ shows up only there, as "Error displaying widget: model not found"). So this tes
 * checks the page: no "Error displaying widget", "model not found" or traceback, and every widget output
   of the saved notebook is rendered as a live widget;
 * types a new value into one slider's readout of the lesson's widget and checks that its picture (and, in
-  lessons 03, 04 and 07, the estimates, ELBO / KL or gaps readout) changes.
+  lessons 03, 04, 06 and 07, the estimates, ELBO / KL, beta or gaps readout) changes.
 
 The kernels use the bundled 8x8 digits (``VAE_LITE_DATASET=digits``) and an empty model cache, so the
 lessons train their models on the spot in seconds. Screenshots go to ``test-artifacts/``. The server, its
@@ -68,6 +68,7 @@ class Lesson:
 LESSONS = {
     "03_intractable_posterior": Lesson("03_intractable_posterior.ipynb", "naive_mc.naive_widget(", typed=False),
     "04_elbo": Lesson("04_elbo.ipynb", "elbo_widget("),
+    "06_training_a_vae": Lesson("06_training_a_vae.ipynb", "beta_sweep.beta_widget(", typed=False),
     "07_mean_field_vs_amortized": Lesson("07_mean_field_vs_amortized.ipynb", "gaps.gap_widget("),
     "08_latent_explorer": Lesson("08_latent_explorer.ipynb", "explorer.latent_sliders("),
 }
