@@ -104,7 +104,7 @@ def test_minibatch_estimate_is_unbiased_and_exact_for_full_batch():
 
 def test_bad_shapes_raise():
     x = binary_images(5, 4, 3)
-    with pytest.raises(ValueError, match="probs must have shape"):
+    with pytest.raises(ValueError, match=r"probs must have shape \(3,\), got \(4,\)"):
         factorization.image_log_likelihood(x, jnp.ones(4) * 0.5)
     with pytest.raises(ValueError, match="num_images, pixels"):
         factorization.dataset_log_likelihood(x[0], jnp.ones(3) * 0.5)

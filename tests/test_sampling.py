@@ -159,7 +159,7 @@ def test_sample_fitted_gaussian_one_dimension_singular_codes_and_keys():
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="same K"):
         sampling.sample_mixture(jax.random.key(0), WEIGHTS[:2], PROBS, 5)
-    with pytest.raises(ValueError, match="to match probs"):
+    with pytest.raises(ValueError, match="must match probs"):
         sampling.mixture_log_likelihood(jnp.ones(3), WEIGHTS, PROBS)
     with pytest.raises(ValueError, match="floating"):
         sampling.mixture_log_likelihood(jnp.ones(4, dtype=jnp.int32), WEIGHTS, PROBS)

@@ -382,3 +382,122 @@ def nonempty_image_batch(name, x):
             f"{name} must be (num_images, pixels) with at least one image, got shape {shape}; "
             "pass e.g. dataset.x_train (flatten images with x.reshape(len(x), -1))."
         )
+
+
+# ---------------------------------------------------------------- ranges, orders and structure
+
+
+def at_least(name, value, minimum, why):
+    """Raise if the number ``value`` is below ``minimum`` (``why`` says what needs that many)."""
+    if value < minimum:
+        raise ValueError(f"{name}={value} is too small (at least {minimum}): {why}")
+
+
+def in_range(name, a, low, high, fix="", *, closed=True):
+    """Raise unless every concrete value of ``a`` lies in ``[low, high]`` (``closed``) or ``(low, high)``.
+
+    NaN lies in no range. Bounds may be infinite: ``(0, inf)`` open is "positive", ``[0, inf]``
+    "non-negative", ``[0, 1]`` a pixel intensity, ``(0, 1)`` a probability that is neither 0 nor 1.
+    """
+    values = concrete(a)
+    if values is None:
+        return
+    values = np.asarray(values, np.float64)
+    inside = (values >= low) & (values <= high) if closed else (values > low) & (values < high)
+    if not np.all(inside):
+        left, right = ("[", "]") if closed else ("(", ")")
+        outside = values[~inside]
+        shown = f"{outside.flat[0]:.4g}" if values.ndim else f"{values.item()!r}"
+        where = "" if values.ndim == 0 else f" ({outside.size} of {values.size} values outside, e.g. {shown})"
+        got = f", got {shown}" if values.ndim == 0 else where
+        raise ValueError(f"{name} must lie in {left}{low:g}, {high:g}{right}{got}.{' ' + fix if fix else ''}")
+
+
+def increasing(name, values, fix=""):
+    """Raise unless ``values`` (numbers) are non-empty and strictly increasing."""
+    values = list(values)
+    if not values or any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(f"{name} must be a non-empty, strictly increasing list, got {values}.{' ' + fix if fix else ''}")
+
+
+def divisor(name, value, total, fix):
+    """Raise unless the whole number ``value`` divides ``total`` (equal blocks of ``total`` items)."""
+    if total % value:
+        raise ValueError(f"{name}={value} must divide {total} into equal blocks, but {total} % {value} = "
+                         f"{total % value}. {fix}")
+
+
+def flag(name, value):
+    """``value`` if it is ``True`` or ``False`` (not 0, 1 or a string)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def given(name, value, fix):
+    """Raise if ``value`` is ``None`` (an argument needed in this case)."""
+    if value is None:
+        raise ValueError(f"{name} is needed here, got None. {fix}")
+
+
+def together(name_a, a, name_b, b, fix=""):
+    """Raise unless ``a`` and ``b`` are both given or both ``None`` (two halves of one argument)."""
+    if (a is None) != (b is None):
+        missing, present = (name_a, name_b) if a is None else (name_b, name_a)
+        raise ValueError(f"{name_a} and {name_b} go together: got {present} without {missing}. "
+                         f"Pass both, or neither.{' ' + fix if fix else ''}")
+
+
+def pair(name, value, what):
+    """``value`` as a tuple of its two items (``what`` names them, e.g. ``"(mu, log_var)"``)."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a pair {what}, got {type(value).__name__}.") from None
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a pair {what}, got {len(items)} item(s).")
+    return items
+
+
+def instance(name, value, kinds, fix):
+    """Raise unless ``value`` is an instance of ``kinds`` (a class or a tuple of classes)."""
+    if not isinstance(value, kinds):
+        wanted = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise ValueError(f"{name} must be a {wanted}, got {type(value).__name__}. {fix}")
+
+
+def nonempty_mapping(name, value, fix):
+    """Raise unless ``value`` is a mapping (has ``items``) with at least one entry."""
+    if not hasattr(value, "items") or len(value) == 0:
+        shown = f"an empty {type(value).__name__}" if hasattr(value, "items") else f"a {type(value).__name__}"
+        raise ValueError(f"{name} must be a non-empty mapping, got {shown}. {fix}")
+
+
+def class_labels(name, labels, num, num_classes=None):
+    """``labels`` as an int64 array ``(num,)`` of class indices ``0, 1, ...`` (below ``num_classes`` if given)."""
+    values = np.asarray(labels)
+    if values.shape != (num,) or values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be ({num},) integer class labels (one per image or code), got shape {values.shape} and "
+            f"dtype {values.dtype}; pass e.g. ds.y_test[:{num}]."
+        )
+    top = "" if num_classes is None else f" and < {num_classes}"
+    if num and (values.min() < 0 or (num_classes is not None and values.max() >= num_classes)):
+        bad = values.min() if values.min() < 0 else values.max()
+        raise ValueError(f"{name} must be class indices >= 0{top}, got {bad}.")
+    return values.astype(np.int64)
+
+
+def cholesky_factor(name, chol):
+    """Raise unless a concrete ``chol (..., d, d)`` is finite and lower-triangular with a positive diagonal.
+
+    Such an L is the Cholesky factor of the covariance L L^T, and log det(L L^T) = 2 sum log diag L.
+    """
+    finite(name, chol)
+    values = concrete(chol)
+    if values is not None and (np.any(np.triu(values, 1) != 0) or np.any(np.diagonal(values, 0, -2, -1) <= 0)):
+        raise ValueError(
+            f"{name} must be lower-triangular with a positive diagonal (a Cholesky factor L of the covariance "
+            "L L^T); got nonzero entries above the diagonal or a diagonal entry <= 0. Factor a covariance with "
+            "jnp.linalg.cholesky(cov), or build L from its diagonal's logs and its strictly lower part."
+        )

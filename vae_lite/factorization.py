@@ -11,6 +11,8 @@ with a shared global latent (a Beta prior on the pixel probabilities, integrated
 exactly), and the minibatch estimate that the factorisation makes unbiased.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import betaln
@@ -18,22 +20,17 @@ from jax.scipy.special import betaln
 from vae_lite import _args
 
 
-def _check_images(name, x, ndim=(2,)):
+def _check_images(name, x, one_pixel=False):
+    """Raise unless ``x`` is float images ``(num_images, pixels)`` (or, with ``one_pixel``, also ``(N,)``)."""
     _args.floating(name, x)
-    if jnp.ndim(x) not in ndim:
-        expected = " or ".join(f"{d}-D" for d in ndim)
-        raise ValueError(
-            f"{name} must be a {expected} array (num_images, pixels), got shape {jnp.shape(x)}. "
-            "Flatten images first: x.reshape(len(x), -1)."
-        )
+    if not (one_pixel and jnp.ndim(x) == 1):
+        _args.image_batch(name, x)
 
 
 def _check_pixels(x, probs):
-    if jnp.ndim(x) == 0 or jnp.shape(probs) != jnp.shape(x)[-1:]:
-        raise ValueError(
-            f"probs must have shape (pixels,) = {jnp.shape(x)[-1:]} to match x {jnp.shape(x)}, "
-            f"got {jnp.shape(probs)}: one probability per pixel."
-        )
+    _args.at_least("x's number of axes", jnp.ndim(x), 1, "x must be images (..., pixels), not a scalar.")
+    _args.shape("probs", probs, jnp.shape(x)[-1:],
+                f"One probability per pixel of x {jnp.shape(x)}: pass probs of shape (pixels,).")
 
 
 def fit_pixel_probs(x, pseudo_count=1.0):
@@ -53,8 +50,8 @@ def fit_pixel_probs(x, pseudo_count=1.0):
         ``(pixels,)`` probabilities. Introduced in lesson 1.
     """
     _check_images("x", x)
-    if pseudo_count < 0:
-        raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}.")
+    _args.in_range("pseudo_count", _args.number("pseudo_count", pseudo_count), 0, math.inf,
+                   "Pass 0 for the maximum-likelihood estimate or 1 for Laplace smoothing.")
     return (jnp.sum(x, axis=0) + pseudo_count) / (x.shape[0] + 2 * pseudo_count)
 
 
@@ -117,7 +114,7 @@ def beta_bernoulli_log_marginal(x, a=1.0, b=1.0):
     Returns:
         scalar log p(x_1, ..., x_N). Introduced in lesson 1 (exercise ``ex01_shared_theta``).
     """
-    _check_images("x", x, ndim=(1, 2))
+    _check_images("x", x, one_pixel=True)
     num_images = x.shape[0]
     k = jnp.sum(x, axis=0)  # () or (pixels,)
     return jnp.sum(betaln(a + k, b + num_images - k) - betaln(a, b))
@@ -164,14 +161,12 @@ def minibatch_log_likelihood(key, log_likelihood, x, batch_size):
     _check_images("x", x)
     num_points = x.shape[0]
     batch_size = _args.count("batch_size", batch_size)
-    if batch_size > num_points:
-        raise ValueError(f"batch_size must be between 1 and N = {num_points}, got {batch_size}.")
+    _args.at_most("batch_size", batch_size, num_points,
+                  f"a minibatch holds distinct images and x holds N = {num_points}; pass batch_size <= {num_points}.")
     # the M largest of N i.i.d. uniforms sit at a uniformly random M-subset of the indices
     # (as random.choice(replace=False), but O(N) instead of a full random permutation)
     idx = jax.lax.top_k(jax.random.uniform(key, (num_points,)), batch_size)[1]
     values = log_likelihood(x[idx])
-    if jnp.shape(values) != (batch_size,):
-        raise ValueError(
-            f"log_likelihood must return one value per image, shape ({batch_size},), got {jnp.shape(values)}."
-        )
+    _args.shape("log_likelihood(x)", values, (batch_size,),
+                "log_likelihood must return one value per image: sum over pixels, e.g. jnp.sum(..., axis=-1).")
     return num_points / batch_size * jnp.sum(values)

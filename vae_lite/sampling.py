@@ -11,6 +11,7 @@ autoencoder's decoder becomes a generator the same way once its codes get a dens
 Gaussian fitted to them (:func:`sample_fitted_gaussian`).
 """
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -21,18 +22,14 @@ from vae_lite import _args
 
 
 def _check_mixture(weights, probs, x=None):
-    if jnp.ndim(weights) != 1 or jnp.ndim(probs) != 2 or jnp.shape(probs)[0] != jnp.shape(weights)[0]:
-        raise ValueError(
-            f"weights must be (K,) and probs (K, pixels) with the same K, got weights "
-            f"{jnp.shape(weights)} and probs {jnp.shape(probs)}."
-        )
+    fix = "Pass weights (K,) and probs (K, pixels): one weight and one row of pixel probabilities per component."
+    _args.ndim("weights", weights, 1, fix)
+    _args.ndim("probs", probs, 2, fix)
+    _args.equal("probs' number of rows", jnp.shape(probs)[0], jnp.shape(weights)[0],
+                f"weights and probs must have the same K (components); got weights {jnp.shape(weights)}. {fix}")
     if x is not None:
-        _args.floating("x", x)
-        if jnp.ndim(x) == 0 or jnp.shape(x)[-1] != jnp.shape(probs)[1]:
-            raise ValueError(
-                f"x must have shape (..., {jnp.shape(probs)[1]}) to match probs {jnp.shape(probs)}, "
-                f"got {jnp.shape(x)}. Flatten images first: x.reshape(len(x), -1)."
-            )
+        _args.last_axis("x", x, jnp.shape(probs)[1],
+                        f"x must match probs {jnp.shape(probs)}; flatten images first: x.reshape(len(x), -1).")
 
 
 def _logit(probs):
@@ -170,15 +167,12 @@ def fit_mixture_em(key, x, num_components, num_iters=30, pseudo_count=1.0):
     """
     _args.prng_key("key", key)
     _args.floating("x", x)
-    if jnp.ndim(x) != 2:
-        raise ValueError(f"x must be (num_images, pixels), got shape {jnp.shape(x)}.")
+    _args.image_batch("x", x)
     num_components, num_iters = _args.count("num_components", num_components), _args.count("num_iters", num_iters)
-    if num_components > x.shape[0]:
-        raise ValueError(f"num_components must be between 1 and N = {x.shape[0]}, got {num_components}.")
-    if not pseudo_count > 0:
-        raise ValueError(
-            f"pseudo_count must be > 0 (a probability of exactly 0 or 1 gives log 0), got {pseudo_count}."
-        )
+    _args.at_most("num_components", num_components, x.shape[0],
+                  f"each component starts at its own image and x holds N = {x.shape[0]}; pass at most {x.shape[0]}.")
+    _args.in_range("pseudo_count", _args.number("pseudo_count", pseudo_count), 0, math.inf,
+                   "A probability of exactly 0 or 1 gives log 0; pass e.g. pseudo_count=1.0.", closed=False)
     return _fit_mixture_em(key, jnp.asarray(x), num_components, num_iters, float(pseudo_count))
 
 
@@ -201,8 +195,9 @@ def ancestral_sample(key, decoder, latent_dim, num_samples):
     key_z, key_x = jax.random.split(key)
     z = jax.random.normal(key_z, (num_samples, latent_dim))
     logits = decoder(z)
-    if jnp.ndim(logits) != 2 or logits.shape[0] != num_samples:
-        raise ValueError(f"decoder must map (n, latent_dim) to (n, pixels), it returned {jnp.shape(logits)}.")
+    fix = "decoder must map z (n, latent_dim) to pixel logits (n, pixels), one row per code."
+    _args.ndim("decoder(z)", logits, 2, fix)
+    _args.equal("decoder(z)'s number of rows", jnp.shape(logits)[0], num_samples, fix)
     return z, jax.random.bernoulli(key_x, jax.nn.sigmoid(logits)).astype(jnp.float32)
 
 
@@ -224,11 +219,11 @@ def nearest_distance(x, reference, batch_size=256):
         ``(n,)`` distances. Introduced in lesson 2.
     """
     _args.floating("x", x)
-    if jnp.ndim(x) != 2 or jnp.ndim(reference) != 2 or x.shape[1] != reference.shape[1]:
-        raise ValueError(
-            f"x (n, pixels) and reference (N, pixels) must be 2-D with the same pixels, "
-            f"got {jnp.shape(x)} and {jnp.shape(reference)}."
-        )
+    _args.image_batch("x", x)
+    _args.image_batch("reference", reference)
+    _args.equal("reference's pixels", jnp.shape(reference)[1], jnp.shape(x)[1],
+                f"x {jnp.shape(x)} and reference {jnp.shape(reference)} must have the same pixels; "
+                "flatten both the same way.")
     reference = jnp.asarray(reference, dtype=x.dtype)
     ref_sq = jnp.sum(reference**2, axis=-1)
 
@@ -255,8 +250,9 @@ def moment_matched_kl(z):
         scalar in nats. Introduced in lesson 2.
     """
     _args.floating("z", z)
-    if jnp.ndim(z) != 2 or z.shape[0] <= z.shape[1]:
-        raise ValueError(f"z must be (n, d) codes with n > d, got shape {jnp.shape(z)}.")
+    _args.ndim("z", z, 2, "Pass codes (n, d), one per row; for one latent dimension z.reshape(-1, 1).")
+    _args.at_least("z's number of codes n", z.shape[0], z.shape[1] + 1,
+                   f"the covariance of d = {z.shape[1]} dimensions needs n > d codes to be invertible; pass more codes.")
     mean = jnp.mean(z, axis=0)
     cov = jnp.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
     _, log_det = jnp.linalg.slogdet(cov)
@@ -286,11 +282,9 @@ def sample_fitted_gaussian(key, codes, num_samples):
     """
     _args.prng_key("key", key)
     _args.floating("codes", codes)
-    if jnp.ndim(codes) != 2 or jnp.shape(codes)[0] < 2:
-        raise ValueError(
-            f"codes must be (n, d) with n >= 2 codes, one per row, got shape {jnp.shape(codes)}; "
-            "for one latent dimension pass codes.reshape(-1, 1)."
-        )
+    fix = "Pass codes (n, d) with n >= 2 codes, one per row; for one latent dimension codes.reshape(-1, 1)."
+    _args.ndim("codes", codes, 2, fix)
+    _args.at_least("codes' number of rows n", jnp.shape(codes)[0], 2, f"a covariance needs n >= 2 codes. {fix}")
     _args.finite("codes", codes)
     num_samples = _args.count("num_samples", num_samples)
     codes = jnp.asarray(codes)
