@@ -21,6 +21,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,9 +38,8 @@ from site_checks import broken_links  # noqa: E402
 
 ROOT = SITE_SRC.parent
 NOTEBOOKS = ROOT / "notebooks"
-BUILD = ROOT / "build"
-STAGE = BUILD / "site-src"
-NPM_CACHE = BUILD / "npm-cache"
+BUILD = ROOT / "build"  # the staged sources, Sphinx's own output and doctrees (``work`` of :func:`build`)
+NPM_CACHE = BUILD / "npm-cache"  # the npm packages, fetched once
 NPM_REGISTRY = "https://registry.npmjs.org"
 
 # The public modules whose docstrings make the API reference: the core modules, then the lessons'
@@ -362,17 +362,17 @@ def readme_section(heading, stop_level=2):
 # ---------------------------------------------------------------- staging and build
 
 
-def stage():
-    """Assemble the Sphinx sources in ``build/site-src``; returns the list of lesson notebooks used."""
+def stage(target):
+    """Assemble the Sphinx sources in ``target``; returns the list of lesson notebooks used."""
     for item in SITE_SRC.iterdir():
         if item.name in ("build_site.py", "site_checks.py", "__pycache__"):
             continue
         if item.is_dir():
             for f in item.rglob("*"):
                 if f.is_file() and "__pycache__" not in f.parts:
-                    write_if_changed(STAGE / f.relative_to(SITE_SRC), f.read_bytes())
+                    write_if_changed(target / f.relative_to(SITE_SRC), f.read_bytes())
         else:
-            write_if_changed(STAGE / item.name, item.read_bytes())
+            write_if_changed(target / item.name, item.read_bytes())
     lessons = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if not lessons:
         raise SiteError(f"no lessons (NN_name.ipynb) in {NOTEBOOKS}")
@@ -381,12 +381,12 @@ def stage():
         nb = json.loads(path.read_text())
         title, goals, minutes = lesson_summary(nb, path)
         prepare_notebook(nb, path, path.name)
-        write_if_changed(STAGE / "lessons" / path.name, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        write_if_changed(target / "lessons" / path.name, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         run = (f" Running it takes about {minutes:.1f} min of computing (the saved run: MNIST, the shipped"
                f" models, from a cold start)." if minutes else "")
         rows.append(f"### [{title}](lessons/{path.stem}.ipynb)\n\n`{path.name}`.{run}"
                     f" After it you can\n\n{goals}\n")
-    generated = STAGE / "_generated"
+    generated = target / "_generated"
     write_if_changed(generated / "lesson_map.md", "\n".join(rows))
     write_if_changed(generated / "notation.md", readme_section("Notation"))
     write_if_changed(generated / "instructors.md", readme_section("For instructors", stop_level=2))
@@ -394,7 +394,7 @@ def stage():
                      "```{toctree}\n:hidden:\n:maxdepth: 1\n:caption: Lessons\n\n"
                      + "\n".join(f"lessons/{p.stem}" for p in lessons) + "\n```\n")
     for module in API_MODULES:
-        write_if_changed(STAGE / "api" / f"{module}.rst",
+        write_if_changed(target / "api" / f"{module}.rst",
                          f"``vae_lite.{module}``\n{'=' * (len(module) + 13)}\n\n"
                          f".. automodule:: vae_lite.{module}\n   :members:\n   :show-inheritance:\n")
     write_if_changed(generated / "api_toctree.md",
@@ -402,23 +402,27 @@ def stage():
     return lessons
 
 
-def build(out, quiet=True):
-    """Stage, vendor and build the site into ``out``; returns the seconds it took. Raises SiteError."""
+def build(out, quiet=True, work=None):
+    """Stage, vendor and build the site into ``out``; returns the seconds it took. Raises SiteError.
+
+    ``work`` (default ``build/``) holds the staged sources, Sphinx's output and its doctrees.
+    """
     start = time.perf_counter()
-    html = BUILD / "site-html"
-    for stale in (STAGE, html):  # a lesson or file removed since the last build must not linger
+    work = Path(work or BUILD)
+    sources, html = work / "site-src", work / "site-html"
+    for stale in (sources, html):  # a lesson or file removed since the last build must not linger
         if stale.exists():
             shutil.rmtree(stale)
-    stage()
-    vendor(STAGE / "_static")
+    stage(sources)
+    vendor(sources / "_static")
     # -E: every page is read again, so a warning of an unchanged page still fails the build.
     # myst-nb writes output images beside the output folder (../jupyter_execute), so Sphinx writes
-    # into build/site-html and the finished site is copied to ``out``.
+    # into work/site-html and the finished site is copied to ``out``.
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-W", "--keep-going", "-j", "1",
-           "-d", str(BUILD / "site-doctrees"), str(STAGE), str(html)]
+           "-d", str(work / "site-doctrees"), str(sources), str(html)]
     if quiet:
         cmd.insert(3, "-q")
-    result = subprocess.run(cmd, cwd=ROOT, env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     if result.returncode:
         raise SiteError(f"sphinx-build failed (exit {result.returncode}): the warnings above name each file")
     broken = broken_links(html)

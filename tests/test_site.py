@@ -40,10 +40,10 @@ def _needs_sphinx():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     _needs_sphinx()
-    out = tmp_path_factory.mktemp("site") / "site"
-    seconds = build_site.build(out)
+    folder = tmp_path_factory.mktemp("site")
+    seconds = build_site.build(folder / "site", work=folder / "work")  # build/ is left to `make site`
     print(f"site built in {seconds:.1f} s")
-    return out
+    return folder / "site"
 
 
 def _notebook(path):
@@ -120,7 +120,6 @@ def test_a_lesson_saved_without_its_widget_state_fails_the_build(tmp_path, monke
     folder.mkdir()
     (folder / path.name).write_text(json.dumps(nb))
     monkeypatch.setattr(build_site, "NOTEBOOKS", folder)
-    monkeypatch.setattr(build_site, "STAGE", tmp_path / "stage")
     monkeypatch.setattr(build_site, "BUILD", tmp_path / "build")
     assert build_site.main(["--out", str(tmp_path / "site")]) == 1
     message = capsys.readouterr().err
