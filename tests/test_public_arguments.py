@@ -21,7 +21,6 @@ NOT_YET_MOVED = {
     "training": "TrainConfig's fields and the trainer's data: to move with the one train-or-load flow (item 3)",
     "inference": "the fitting routines' arguments (_fit_arguments): to move into _args with the compile convention",
     "classifier": "the classifier's data and k-nearest-neighbour arguments: moved with the one trainer (item 3)",
-    "reparam": "the gradient estimators' f and baseline shapes: moved with the compile convention (item 1)",
     "beta_sweep": "lesson 6's beta-sweep widget (issue 21), written alongside this test: its rules move next",
     "naive_mc": "lesson 3's naive Monte Carlo widget (issue 21), written alongside this test: its rules move next",
 }

@@ -23,9 +23,8 @@ from vae_lite.distributions import log_normal_diag, reparameterize
 
 
 def _check_scalar_f(f, mu):
-    out = jax.eval_shape(f, jax.ShapeDtypeStruct(jnp.shape(mu), jnp.result_type(mu)))
-    if out.shape != ():
-        raise ValueError(f"f must map z {jnp.shape(mu)} to a scalar, but it returns shape {out.shape}.")
+    d = jnp.shape(mu)[0]
+    _args.scalar_of_latent("f", f, d, f"f must map one z ({d},) to a scalar, e.g. lambda z: jnp.sum(z**2).")
 
 
 def score_function_grad(key, f, mu, log_var, num_samples, baseline=0.0):
@@ -56,8 +55,7 @@ def score_function_grad(key, f, mu, log_var, num_samples, baseline=0.0):
     mu, log_var, num_samples = _args.gaussian_q(mu, log_var, num_samples)
     f = _args.function("f", f)
     _check_scalar_f(f, mu)
-    if jnp.ndim(baseline) != 0:
-        raise ValueError(f"baseline must be a scalar (one number subtracted from every f(z)), got shape {jnp.shape(baseline)}.")
+    _args.ndim("baseline", baseline, 0, "It is one number subtracted from every f(z), e.g. baseline=f(mu).")
     _args.finite("baseline", baseline)
     baseline = jnp.asarray(baseline, dtype=jnp.result_type(mu))
     return _score_function_grad(key, f, mu, log_var, num_samples, baseline)
