@@ -105,12 +105,12 @@ def test_the_slider_refuses_an_s_that_was_not_computed_and_the_widget_stays_as_i
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"index": 2}, "image number from 0 to 1"),
-    ({"index": -1}, "image number from 0 to 1"),
-    ({"index": True}, "image number"),
-    ({"num_samples": 3}, "one of the sample sizes"),
-    ({"num_samples": float("nan")}, "one of the sample sizes"),
-    ({"num_samples": 4.0}, "one of the sample sizes"),
+    ({"index": 2}, r"index=2 is out of range: there are 2 images \(0 to 1\)"),
+    ({"index": -1}, "index must be an integer >= 0, got -1"),
+    ({"index": True}, r"index must be an integer >= 0, got True \(bool\)"),
+    ({"num_samples": 3}, r"num_samples \[3\] not among \[.*\]; pick one of the sample sizes"),
+    ({"num_samples": float("nan")}, r"num_samples must be an integer >= 1, got nan \(float\); pass a whole number"),
+    ({"num_samples": 4.0}, "num_samples must be an integer >= 1, got 4.0 .*write num_samples=4"),
 ])
 def test_the_widget_refuses_an_image_or_s_it_has_not_computed(naive, bad, match):
     with pytest.raises(ValueError, match=match):

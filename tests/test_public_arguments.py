@@ -22,7 +22,6 @@ NOT_YET_MOVED = {
     "inference": "the fitting routines' arguments (_fit_arguments): to move into _args with the compile convention",
     "classifier": "the classifier's data and k-nearest-neighbour arguments: moved with the one trainer (item 3)",
     "beta_sweep": "lesson 6's beta-sweep widget (issue 21), written alongside this test: its rules move next",
-    "naive_mc": "lesson 3's naive Monte Carlo widget (issue 21), written alongside this test: its rules move next",
 }
 
 

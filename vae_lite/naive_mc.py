@@ -75,24 +75,24 @@ def naive_estimates(log_likelihood, log_evidence, sample_sizes=None):
     """
     log_likelihood = np.asarray(_args.float_array("log_likelihood", log_likelihood), np.float64)
     log_evidence = np.asarray(_args.float_array("log_evidence", log_evidence), np.float64)
-    if log_likelihood.ndim != 2 or log_likelihood.shape[1] < 2:
-        raise ValueError(f"log_likelihood must have shape (N images, P prior samples) with P >= 2, got "
-                         f"{log_likelihood.shape}; for one image pass log_lik[None].")
-    if log_evidence.shape != log_likelihood.shape[:1]:
-        raise ValueError(f"log_evidence must have one value per image, shape ({log_likelihood.shape[0]},), got "
-                         f"{log_evidence.shape}; pass the (N,) log p(x) of the same N images as log_likelihood.")
+    fix = "Pass log_likelihood of shape (N images, P prior samples) with P >= 2; for one image log_lik[None]."
+    _args.ndim("log_likelihood", log_likelihood, 2, fix)
+    _args.at_least("log_likelihood's number of prior samples P", log_likelihood.shape[1], 2, fix)
+    _args.shape("log_evidence", log_evidence, log_likelihood.shape[:1],
+                f"Pass one value per image, shape ({log_likelihood.shape[0]},): the log p(x) of the same N images "
+                "as log_likelihood.")
     _args.finite("log_likelihood", log_likelihood, "Every log p(x | z_s) must be a finite number.")
     _args.finite("log_evidence", log_evidence, "Pass the finite log p(x) of each image.")
     pool = log_likelihood.shape[1]
     if sample_sizes is None:
         sample_sizes = [2**k for k in range(64) if 2**k <= min(MAX_SAMPLES, pool // 2) and pool % 2**k == 0]
     sizes = [_args.count("sample size", s) for s in sample_sizes]
-    if not sizes or any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
-        raise ValueError(f"sample_sizes must be a non-empty increasing list of whole numbers, got {list(sample_sizes)}.")
+    _args.increasing("sample_sizes", sizes, "Pass whole numbers from small to large, e.g. [1, 2, 4, 8].")
     for s in sizes:
-        if pool % s or pool // s < 2:
-            raise ValueError(f"each sample size S must divide the pool's P = {pool} samples and leave at least 2 "
-                             f"estimates (P // S >= 2), got S = {s}; pick S among the divisors of P up to {pool // 2}.")
+        _args.divisor("sample size S", s, pool, f"Each S must divide the pool's P = {pool} samples; pick S among "
+                      f"the divisors of P up to {pool // 2}.")
+        _args.at_most("sample size S", s, pool // 2, f"each S must leave at least 2 estimates (P // S >= 2) of the "
+                      f"pool's P = {pool} samples; pick S among the divisors of P up to {pool // 2}.")
     estimates = tuple(_log_mean_exp(log_likelihood.reshape(len(log_likelihood), -1, s)) for s in sizes)
     mean = np.stack([e.mean(axis=1) for e in estimates], axis=1)
     sd = np.stack([e.std(axis=1, ddof=1) for e in estimates], axis=1)
@@ -113,14 +113,11 @@ class NaiveWidget(View):
         self.naive = naive
         num_images, sizes = len(naive.log_evidence), [int(s) for s in naive.sample_sizes]
         labels = list(labels) if labels is not None else [f"image {i}" for i in range(num_images)]
-        if len(labels) != num_images:
-            raise ValueError(f"expected one label per image ({num_images}), got {len(labels)}.")
+        _args.equal("the number of labels", len(labels), num_images, "Pass one label per image, or none.")
         self.labels = labels
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < num_images:
-            raise ValueError(f"index must be an image number from 0 to {num_images - 1}, got {index!r}.")
-        num_samples = sizes[0] if num_samples is None else num_samples
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples not in sizes:
-            raise ValueError(f"num_samples must be one of the sample sizes computed, {sizes}, got {num_samples!r}.")
+        index = _args.index("index", index, num_images)
+        num_samples = _args.count("num_samples", sizes[0] if num_samples is None else num_samples)
+        _args.names_in("num_samples", [num_samples], sizes, "pick one of the sample sizes computed.")
         self.image_menu = widgets.Dropdown(options=[(label, i) for i, label in enumerate(labels)], value=int(index),
                                            description="image")
         # a slider over the computed S only (equal steps in log S): no value outside the set can be chosen
