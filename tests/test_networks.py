@@ -1,6 +1,5 @@
 """Networks: shapes, input checks, and that an encoder/decoder pair is what it says."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -24,12 +23,28 @@ def test_autoencoder_code_shape():
     assert model.decoder(jnp.zeros((7, 2))).shape == (7, 64)
 
 
-def test_mlp_matches_manual_computation():
-    mlp = MLP((4, 3, 2), rngs=nnx.Rngs(1))
-    x = jax.random.normal(jax.random.key(0), (5, 4))
-    l0, l1 = mlp.layers
-    manual = jax.nn.relu(x @ l0.kernel[...] + l0.bias[...]) @ l1.kernel[...] + l1.bias[...]
-    np.testing.assert_allclose(mlp(x), manual, rtol=1e-5, atol=1e-6)
+# A 2-3-2 network with weights chosen by hand, and its outputs worked out on paper:
+# x = (1, -1):  hidden pre-activations (-1, -1.5, 0.5) -> ReLU (0, 0, 0.5)  -> output (1.75, -0.25)
+# x = (0.5, 2): hidden pre-activations (4.5, 2, -2.75) -> ReLU (4.5, 2, 0) -> output (0.75, 1.5)
+HAND_LAYERS = (
+    ([[1.0, -1.0, 0.5], [2.0, 1.0, -1.0]], [0.0, 0.5, -1.0]),  # kernel (in, out), bias (out,)
+    ([[1.0, 0.0], [-2.0, 1.0], [3.0, 0.5]], [0.25, -0.5]),
+)
+HAND_X = jnp.array([[1.0, -1.0], [0.5, 2.0]])
+HAND_OUT = np.array([[1.75, -0.25], [0.75, 1.5]])
+
+
+def set_hand_weights(mlp):
+    for layer, (kernel, bias) in zip(mlp.layers, HAND_LAYERS, strict=True):
+        layer.kernel[...], layer.bias[...] = jnp.array(kernel), jnp.array(bias)
+
+
+def test_mlp_against_outputs_worked_out_by_hand():
+    """ReLU between the layers (negative pre-activations dropped), none after the last (-0.25 stays)."""
+    mlp = MLP((2, 3, 2), rngs=nnx.Rngs(1))
+    set_hand_weights(mlp)
+    np.testing.assert_allclose(mlp(HAND_X), HAND_OUT, rtol=1e-6)
+    np.testing.assert_allclose(mlp(HAND_X[1]), HAND_OUT[1], rtol=1e-6)  # one example, no batch axis
 
 
 def test_same_seed_same_parameters():
@@ -50,14 +65,14 @@ def test_wrong_image_shape_raises():
 
 
 def test_one_method_gives_the_code_of_both_models():
-    """``code(x)``: the mean of q(z|x) for a VAE, the deterministic code for an autoencoder."""
-    x = jax.random.uniform(jax.random.key(3), (4, 64))
-    vae = VAE(64, (16,), 3, rngs=nnx.Rngs(0))
-    ae = Autoencoder(64, (16,), 3, rngs=nnx.Rngs(0))
-    W1, b1 = vae.encoder.net.layers[0].kernel[...], vae.encoder.net.layers[0].bias[...]
-    W2, b2 = vae.encoder.net.layers[1].kernel[...], vae.encoder.net.layers[1].bias[...]
-    by_hand = (jax.nn.relu(x @ W1 + b1) @ W2 + b2)[:, :3]  # the first half of the output is mu
-    np.testing.assert_allclose(vae.code(x), by_hand, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ae.code(x), ae.encoder(x), rtol=0, atol=0)
-    assert vae.code(x).shape == ae.code(x).shape == (4, 3)
+    """``code(x)``: the mean of q(z|x) for a VAE (the first half of the encoder's output: mu, then
+    log_var), the whole deterministic code for an autoencoder; both against the hand-worked outputs."""
+    vae = VAE(2, (3,), latent_dim=1, rngs=nnx.Rngs(0))
+    ae = Autoencoder(2, (3,), latent_dim=2, rngs=nnx.Rngs(0))
+    set_hand_weights(vae.encoder.net)
+    set_hand_weights(ae.encoder.net)
+    np.testing.assert_allclose(vae.code(HAND_X), HAND_OUT[:, :1], rtol=1e-6)  # mu
+    np.testing.assert_allclose(vae.encoder(HAND_X)[1], HAND_OUT[:, 1:], rtol=1e-6)  # log_var
+    np.testing.assert_allclose(ae.code(HAND_X), HAND_OUT, rtol=1e-6)
+    assert vae.code(HAND_X).shape == (2, 1) and ae.code(HAND_X).shape == (2, 2)
     assert (vae.kind, ae.kind) == ("vae", "ae")
