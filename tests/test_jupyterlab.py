@@ -322,7 +322,7 @@ def test_lesson_runs_in_jupyterlab_and_its_widget_responds(lab, browser, name):
             assert output.locator(".widget-html").all_inner_texts() != labels, "the readout did not change"
         print(f"\n{lesson.notebook}: opened and run in JupyterLab in {seconds:.0f} s; "
               f"{widget_views} widgets rendered; slider {old_value} -> {new_value}, picture updated "
-              f"{1e3 * round_trip:.0f} ms after Enter")
+              f"{1e3 * round_trip:.0f} ms after the key press")
     finally:
         with contextlib.suppress(Exception):  # frees the lesson's memory for the next; stop_lab would anyway
             shut_down_kernels(page)
