@@ -19,7 +19,6 @@ NOT_YET_MOVED = {
     "data": "data-set names, files and levels: rules of the download and cache code, moved with its rework",
     "checkpoints": "model files and recipes on disk (a file's metadata, not a user's argument)",
     "training": "TrainConfig's fields and the trainer's data: to move with the one train-or-load flow (item 3)",
-    "inference": "the fitting routines' arguments (_fit_arguments): to move into _args with the compile convention",
     "classifier": "the classifier's data and k-nearest-neighbour arguments: moved with the one trainer (item 3)",
     "beta_sweep": "lesson 6's beta-sweep widget (issue 21), written alongside this test: its rules move next",
 }

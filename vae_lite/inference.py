@@ -19,6 +19,7 @@ like :func:`fit_mean_field`, :func:`fit_full_covariance`.
 """
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -47,12 +48,11 @@ def _as_partial(point_log_joint):
 
 
 def _check_params(x, mu, log_var, fix="Pass one row of (mu, log_var) per data point."):
-    x_shape, mu_shape, lv_shape = jnp.shape(x), jnp.shape(mu), jnp.shape(log_var)
-    if len(x_shape) < 1 or len(mu_shape) != 2 or mu_shape != lv_shape or mu_shape[0] != x_shape[0]:
-        raise ValueError(
-            f"Expected x (N, ...) with mu and log_var both (N, latent_dim); got x: {x_shape}, "
-            f"mu: {mu_shape}, log_var: {lv_shape}. {fix}"
-        )
+    fix = f"Expected x (N, ...) with mu and log_var both (N, latent_dim). {fix}"
+    _args.at_least("x's number of axes", jnp.ndim(x), 1, fix)
+    _args.ndim("mu", mu, 2, fix)
+    _args.same_shape("mu", mu, "log_var", log_var, fix)
+    _args.equal("mu's number of rows", jnp.shape(mu)[0], jnp.shape(x)[0], fix)
 
 
 def _per_point(estimator, key, point_log_joint, x, mu, log_var, num_samples):
@@ -113,11 +113,10 @@ def _fit_arguments(key, x, num_steps, num_samples, learning_rate, latent_dim, in
     ``latent_dim`` is checked (and needed) only without ``init``."""
     _args.prng_key("key", key)
     num_steps, num_samples = _args.count("num_steps", num_steps), _args.count("num_samples", num_samples)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
+    _args.in_range("learning_rate", _args.number("learning_rate", learning_rate), 0, math.inf,
+                   "Pass a step size > 0, e.g. learning_rate=1e-2.", closed=False)
     if init is None:
-        if latent_dim is None:
-            raise ValueError(f"Pass latent_dim (to start at the prior) or {init_form}.")
+        _args.given("latent_dim", latent_dim, f"Pass latent_dim (to start at the prior) or {init_form}.")
         latent_dim = _args.count("latent_dim", latent_dim)
     return jnp.asarray(x), num_steps, num_samples, latent_dim
 
@@ -168,12 +167,11 @@ def fit_mean_field(
                                                            latent_dim, init, "init=(mu, log_var)")
     if init is None:
         init = (jnp.zeros((x.shape[0], latent_dim), x.dtype),) * 2
-    params = tuple(jnp.asarray(p, x.dtype) for p in init)
-    if len(params) != 2:
-        raise ValueError(f"init must be a pair (mu, log_var), got {len(params)} arrays.")
+    params = tuple(jnp.asarray(p, x.dtype) for p in _args.pair("init", init, "(mu, log_var)"))
     _check_params(x, *params)
-    if latent_dim is not None and params[0].shape[1] != latent_dim:
-        raise ValueError(f"latent_dim={latent_dim} but init has latent_dim {params[0].shape[1]}.")
+    if latent_dim is not None:
+        _args.equal("init's latent_dim", params[0].shape[1], latent_dim,
+                    "Pass latent_dim equal to init's number of columns, or leave latent_dim out.")
     point_log_joint = _as_partial(point_log_joint)
     opt_state = optax.adam(learning_rate).init(params)
     traces, previous, converged, taken = [], None, False, 0
@@ -255,8 +253,7 @@ def inference_gaps(log_px, elbo_optimal, elbo_encoder):
     Returns ``(approximation_gap (N,), amortization_gap (N,))``. Introduced in lesson 7.
     """
     for name, a in (("elbo_optimal", elbo_optimal), ("elbo_encoder", elbo_encoder)):
-        if jnp.shape(a) != jnp.shape(log_px):
-            raise ValueError(f"{name} must have log_px's shape {jnp.shape(log_px)}, got {jnp.shape(a)}.")
+        _args.same_shape(name, a, "log_px", log_px, "Pass one value per data point, the same points in each.")
     return log_px - elbo_optimal, elbo_optimal - elbo_encoder
 
 
@@ -320,27 +317,14 @@ def _check_full_q(mean, chol):
     """``(mean (d,), chol (d, d))`` as float arrays; on concrete values, chol must be lower-triangular with a
     positive diagonal (its log-determinant is then the sum of the logs of its diagonal)."""
     mean, chol = _args.float_array("mean", mean), _args.float_array("chol", chol)
-    d = jnp.shape(mean)[0] if jnp.ndim(mean) == 1 else None
-    if d is None or jnp.shape(chol) != (d, d):
-        raise ValueError(
-            f"Expected mean (latent_dim,) and chol (latent_dim, latent_dim), got mean: {jnp.shape(mean)} and "
-            f"chol: {jnp.shape(chol)}. Pass one latent vector's q (use jax.vmap over data points)."
-        )
+    fix = ("Expected mean (latent_dim,) and chol (latent_dim, latent_dim): pass one latent vector's q "
+           "(use jax.vmap over data points).")
+    _args.ndim("mean", mean, 1, fix)
+    d = jnp.shape(mean)[0]
+    _args.shape("chol", chol, (d, d), fix)
     _args.finite("mean", mean)
-    _check_factor("chol", chol)
+    _args.cholesky_factor("chol", chol)
     return mean, chol
-
-
-def _check_factor(name, chol):
-    """Raise unless a concrete ``chol (..., d, d)`` is finite and lower-triangular with a positive diagonal."""
-    _args.finite(name, chol)
-    values = _args.concrete(chol)
-    if values is not None and (np.any(np.triu(values, 1) != 0) or np.any(np.diagonal(values, 0, -2, -1) <= 0)):
-        raise ValueError(
-            f"{name} must be lower-triangular with a positive diagonal (a Cholesky factor L of the covariance "
-            "L L^T); got nonzero entries above the diagonal or a diagonal entry <= 0. Factor a covariance with "
-            "jnp.linalg.cholesky(cov), or build L from its diagonal's logs and its strictly lower part."
-        )
 
 
 def _full_covariance_log_weights(key, log_joint, mean, chol, num_samples):
@@ -497,19 +481,18 @@ def fit_full_covariance(
     if init is None:
         init = (jnp.zeros((x.shape[0], latent_dim), x.dtype), jnp.broadcast_to(jnp.eye(latent_dim, dtype=x.dtype),
                                                                               (x.shape[0], latent_dim, latent_dim)))
-    if len(init) != 2:
-        raise ValueError(f"init must be a pair (mean, chol), got {len(init)} arrays.")
-    mean, chol = (jnp.asarray(a, x.dtype) for a in init)
-    if len(jnp.shape(x)) < 1 or jnp.ndim(mean) != 2 or jnp.shape(mean)[0] != jnp.shape(x)[0]:
-        raise ValueError(f"Expected x (N, ...) and init's mean (N, latent_dim), got x: {jnp.shape(x)} and mean: "
-                         f"{jnp.shape(mean)}. Pass one row of init per data point.")
-    if latent_dim is not None and mean.shape[1] != latent_dim:
-        raise ValueError(f"latent_dim={latent_dim} but init has latent_dim {mean.shape[1]}.")
-    if jnp.shape(chol) != (*mean.shape, mean.shape[1]):
-        raise ValueError(f"Expected init's chol (N, latent_dim, latent_dim) = {(*mean.shape, mean.shape[1])}, "
-                         f"got {jnp.shape(chol)}.")
+    mean, chol = (jnp.asarray(a, x.dtype) for a in _args.pair("init", init, "(mean, chol)"))
+    fix = "Expected x (N, ...) and init's mean (N, latent_dim): pass one row of init per data point."
+    _args.at_least("x's number of axes", jnp.ndim(x), 1, fix)
+    _args.ndim("init's mean", mean, 2, fix)
+    _args.equal("init's mean's number of rows", mean.shape[0], jnp.shape(x)[0], fix)
+    if latent_dim is not None:
+        _args.equal("init's latent_dim", mean.shape[1], latent_dim,
+                    "Pass latent_dim equal to init's number of columns, or leave latent_dim out.")
+    _args.shape("init's chol", chol, (*mean.shape, mean.shape[1]),
+                "Pass one lower-triangular chol (latent_dim, latent_dim) per data point.")
     _args.finite("init's mean", mean)
-    _check_factor("init's chol", chol)
+    _args.cholesky_factor("init's chol", chol)
     params = (mean, jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), jnp.tril(chol, -1))
     params, trace = _fit_full_covariance(
         key, _as_partial(point_log_joint), x, params, learning_rate, num_steps=num_steps, num_samples=num_samples
