@@ -20,7 +20,6 @@ NOT_YET_MOVED = {
     "checkpoints": "model files and recipes on disk (a file's metadata, not a user's argument)",
     "training": "TrainConfig's fields and the trainer's data: to move with the one train-or-load flow (item 3)",
     "classifier": "the classifier's data and k-nearest-neighbour arguments: moved with the one trainer (item 3)",
-    "beta_sweep": "lesson 6's beta-sweep widget (issue 21), written alongside this test: its rules move next",
 }
 
 

@@ -76,9 +76,9 @@ def dimension_summary(mu, log_var):
     """
     mu, log_var = _args.float_array("mu", mu), _args.float_array("log_var", log_var)
     _args.same_shape("mu", mu, "log_var", log_var)
-    if jnp.ndim(mu) != 2 or len(mu) == 0:
-        raise ValueError(f"mu and log_var must be (num_images, latent_dim) with at least one image, got shape "
-                         f"{jnp.shape(mu)}; pass model.encoder(x) for a batch x.")
+    fix = "mu and log_var must be (num_images, latent_dim) with at least one image: pass model.encoder(x) for a batch x."
+    _args.ndim("mu", mu, 2, fix)
+    _args.at_least("mu's number of images", len(mu), 1, fix)
     _args.finite("mu", mu)
     _args.log_variance("log_var", log_var)
     mu, log_var = np.asarray(mu, np.float64), np.asarray(log_var, np.float64)
@@ -107,12 +107,10 @@ def sweep(models, x, z, *, key, num_images=8, num_samples=8, judge=None):
     from vae_lite import classifier, training
 
     _args.prng_key("key", key)
-    if not hasattr(models, "items") or len(models) == 0:
-        raise ValueError(f"models must be a non-empty mapping beta -> trained VAE, got {type(models).__name__}; "
-                         "e.g. {beta: training.train(beta=beta, ...).model for beta in betas}.")
+    _args.nonempty_mapping("models", models, "Map each beta to its trained VAE, e.g. "
+                           "{beta: training.train(beta=beta, ...).model for beta in betas}.")
     betas = np.array([_beta(b) for b in models], np.float64)
-    if np.any(np.diff(betas) <= 0):
-        raise ValueError(f"the betas must increase, got {list(betas)}; build the mapping in increasing order of beta.")
+    _args.increasing("the betas", list(betas), "The betas must increase: build the mapping in increasing order of beta.")
     _args.floating("x", x)
     _args.image_batch("x", x)
     num_images = _args.count("num_images", num_images)
@@ -151,10 +149,9 @@ def sweep(models, x, z, *, key, num_images=8, num_samples=8, judge=None):
 
 
 def _beta(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value < 0:
-        raise ValueError(f"each beta must be a finite number >= 0, got {value!r}.")
-    return float(value)
+    value = _args.number("each beta", value)
+    _args.in_range("each beta", value, 0, math.inf, "A beta weighs the KL term: a finite number >= 0.")
+    return value
 
 
 def _encode(model, x, block):
@@ -188,12 +185,13 @@ def _reconstruct(model, x, key):
 
 def _checked(s):
     """Raise unless the arrays of the :class:`Sweep` ``s`` fit together; returns them as float64 / float32 arrays."""
-    if not isinstance(s, Sweep):
-        raise ValueError(f"beta_widget takes a beta_sweep.Sweep (from beta_sweep.sweep), got {type(s).__name__}.")
+    _args.instance("beta_widget's sweep", s, Sweep, "beta_widget takes a beta_sweep.Sweep (from beta_sweep.sweep).")
     betas = np.asarray(s.betas, np.float64)
-    if betas.ndim != 1 or len(betas) == 0 or not np.all(np.isfinite(betas)) or np.any(betas < 0) \
-            or np.any(np.diff(betas) <= 0):
-        raise ValueError(f"betas must be (B,) finite numbers >= 0, increasing, got {s.betas!r}.")
+    fix = "Sweep.betas must be (B,) finite numbers >= 0, increasing; build the Sweep with beta_sweep.sweep."
+    _args.ndim("Sweep.betas", betas, 1, fix)
+    _args.finite("Sweep.betas", betas, fix)
+    _args.in_range("Sweep.betas", betas, 0, math.inf, fix)
+    _args.increasing("Sweep.betas", list(betas), fix)
     num = len(betas)
     shape = tuple(int(n) for n in s.image_shape)
     pixels = math.prod(shape)
@@ -207,18 +205,17 @@ def _checked(s):
     arrays = {}
     for name, want in expected.items():
         value = np.asarray(getattr(s, name), np.float64)
-        if value.shape != want or 0 in value.shape:
-            raise ValueError(f"Sweep.{name} must have shape {want} (B = {num} betas, images of {shape}), got "
-                             f"{value.shape}; build the Sweep with beta_sweep.sweep.")
-        finite = value if not name.startswith("recognised") else value[~np.isnan(value)]
-        if not np.all(np.isfinite(finite)):
-            raise ValueError(f"Sweep.{name} holds NaN or infinity; it must be finite numbers.")
+        fix = f"(B = {num} betas, images of {shape}); build the Sweep with beta_sweep.sweep."
+        _args.shape(f"Sweep.{name}", value, want, fix)
+        _args.at_least(f"the length of Sweep.{name}'s shortest axis", min(value.shape), 1, f"it holds nothing {fix}")
+        # recognised: NaN where the sweep had no classifier to judge its samples
+        _args.finite(f"Sweep.{name}", value if not name.startswith("recognised") else value[~np.isnan(value)],
+                     f"It must hold finite numbers {fix}")
         arrays[name] = value
     for name in ("originals", "reconstructions", "samples"):
-        if arrays[name].min() < 0 or arrays[name].max() > 1:
-            raise ValueError(f"Sweep.{name} must hold pixel intensities in [0, 1] (sigmoid of the decoder's logits).")
-    if arrays["sigma"].min() <= 0 or arrays["kl"].min() < -1e-6:
-        raise ValueError("Sweep.sigma must be > 0 and Sweep.kl >= 0 (a KL divergence cannot be negative).")
+        _args.in_range(f"Sweep.{name}", arrays[name], 0, 1, "Pixel intensities: the sigmoid of the decoder's logits.")
+    _args.in_range("Sweep.sigma", arrays["sigma"], 0, math.inf, "A standard deviation is > 0.", closed=False)
+    _args.in_range("Sweep.kl", arrays["kl"], -1e-6, math.inf, "A KL divergence cannot be negative.")
     return betas, shape, arrays
 
 
