@@ -1,13 +1,18 @@
 """Library calls leave JAX's process-wide state alone; the compilation cache and memory
-release happen only when asked for (``training.enable_compilation_cache``, ``release_memory``)."""
+release happen only when asked for (``training.enable_compilation_cache``, ``release_memory``);
+a write killed half-way leaves the old file or the whole new one (``_runtime.atomic_write_bytes``)."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vae_lite import data, elbo, inference, posterior, training
 
@@ -145,3 +150,43 @@ def test_grid_models_need_no_cache_folder(monkeypatch, tmp_path):
     x = model.sample(jax.random.key(1), 1)[1][0]
     post = posterior.grid_posterior(model.log_joint(x), [jnp.linspace(-6, 6, 121)] * 2)
     np.testing.assert_allclose(post.log_evidence, model.log_evidence(x), atol=1e-2)
+
+
+# A writer that imports only vae_lite._runtime (no JAX: it starts in ~50 ms) and rewrites one file
+# for ever, version n being SIZE bytes of the value n (so a torn or mixed file shows); it prints n
+# once version n is written.
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from vae_lite import _runtime
+    assert "jax" not in sys.modules, "vae_lite._runtime imported JAX"
+    path, size = sys.argv[1], int(sys.argv[2])
+    n = 1
+    while True:
+        _runtime.atomic_write_bytes(path, bytes([n % 256]) * size)
+        print(n, flush=True)
+        n += 1
+    """
+)
+SIZE = 32 * 2**20  # 32 MB: each write and fsync takes tens of milliseconds, so a kill lands inside one
+
+
+@pytest.mark.parametrize("whole_versions, delay", [(1, 0.0), (1, 0.02), (2, 0.0), (3, 0.01), (3, 0.04)])
+def test_a_write_killed_half_way_leaves_the_old_file_or_the_whole_new_one(tmp_path, whole_versions, delay):
+    """SIGKILL after ``whole_versions`` writes and ``delay`` seconds: the file under the name is one whole
+    version (SIZE bytes of one value, that version or a later one), never a truncated or mixed one."""
+    path = tmp_path / "model.npz"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(SIZE)], stdout=subprocess.PIPE)
+    try:
+        written = [proc.stdout.readline().strip() for _ in range(whole_versions)]
+        assert written[-1] == str(whole_versions).encode(), written  # the writer ran (and imported no JAX)
+        time.sleep(delay)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    data = path.read_bytes()
+    assert len(data) == SIZE and data.count(data[:1]) == SIZE, f"a torn file: {len(data)} bytes"
+    assert data[0] >= whole_versions
+    # A killed writer may leave its own temporary file, but never under the model's name.
+    assert all(p.name.startswith(".model.npz.") and p.name.endswith(".tmp") for p in tmp_path.iterdir() if p != path)

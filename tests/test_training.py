@@ -1,12 +1,14 @@
-"""Trainer and model cache on the small digits set (seconds, not minutes)."""
+"""Trainer and model cache on the small digits set (seconds, not minutes).
+
+One model is trained once for the module (``trained``) and shared by the tests that only read it,
+its history or its cache entry; a test that checks training itself, or what ``train`` does with a
+cache it cannot use, trains its own.
+"""
 
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 
 import jax
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from vae_lite import _reference as R
 from vae_lite import checkpoints, data, training
 
 SMALL = training.TrainConfig(dataset="digits", hidden=(32,), latent_dim=2, epochs=3, batch_size=64)
@@ -23,27 +26,59 @@ SMALL = training.TrainConfig(dataset="digits", hidden=(32,), latent_dim=2, epoch
 pytestmark = pytest.mark.usefixtures("private_cache")  # every test trains into its own empty cache
 
 
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    """SMALL trained once on the digits: ``(TrainResult, its cache entry)``, the entry in a cache of its own
+    (a test that needs it in its private cache copies it there). Read it; do not change it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VAE_LITE_CACHE", str(tmp_path_factory.mktemp("trained-once")))
+        result = training.train(SMALL, digits, progress=False)
+        return result, training.cache_path(result.config, digits)
+
+
+def _copy_entry(trained, digits):
+    """Put the shared model's cache entry into this test's (private) cache; return its path there."""
+    path = training.cache_path(SMALL, digits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trained[1], path)
+    return path
+
+
 def _params(model):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))]
 
 
-def test_vae_terms_match_a_direct_computation():
+def _reference_params(model):
+    """The VAE's parameters named as ``_reference``'s float64 network names them (the encoder's last
+    layer split into its mu half and its log_var half)."""
+    (e1, e2), (d1, d2), half = model.encoder.net.layers, model.decoder.net.layers, model.latent_dim
+    return {
+        "encoder.hidden.kernel": e1.kernel[...], "encoder.hidden.bias": e1.bias[...],
+        "encoder.mu.kernel": e2.kernel[...][:, :half], "encoder.mu.bias": e2.bias[...][:half],
+        "encoder.log_var.kernel": e2.kernel[...][:, half:], "encoder.log_var.bias": e2.bias[...][half:],
+        "decoder.hidden.kernel": d1.kernel[...], "decoder.hidden.bias": d1.bias[...],
+        "decoder.logits.kernel": d2.kernel[...], "decoder.logits.bias": d2.bias[...],
+    }  # fmt: skip
+
+
+def test_vae_terms_against_a_float64_forward_pass():
+    """recon = log p(x|z) and kl = KL(q(z|x) || p(z)) against the float64 NumPy network and formulas of
+    ``_reference``, at z = mu + e^(log_var / 2) eps with reparameterize's draw eps = normal(key, mu.shape)."""
     model = training.build_model(SMALL, 64)
     x = data.binarize_fixed(data.load("digits").x_test[:5])
     key = jax.random.key(0)
     recon, kl = training.vae_terms(key, model, x)
-    mu, log_var = model.encoder(x)
-    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
-    p = jax.nn.sigmoid(model.decoder(z))
-    manual_recon = jnp.sum(x * jnp.log(p) + (1 - x) * jnp.log1p(-p), axis=-1)
-    manual_kl = -0.5 * jnp.sum(1 + log_var - mu**2 - jnp.exp(log_var), axis=-1)
-    np.testing.assert_allclose(recon, manual_recon, rtol=1e-4)
-    np.testing.assert_allclose(kl, manual_kl, rtol=1e-4)
+    params = _reference_params(model)
+    mu, log_var = R.encoder_forward(params, x)
+    z = mu + np.exp(0.5 * log_var) * R.f64(jax.random.normal(key, mu.shape))
+    logits = R.decoder_forward(params, z)
+    np.testing.assert_allclose(recon, R.bernoulli_log_pmf(R.f64(x), 1 / (1 + np.exp(-logits))).sum(1), rtol=1e-4)
+    np.testing.assert_allclose(kl, R.kl_std(mu, log_var), rtol=1e-4)
     assert recon.shape == kl.shape == (5,)
 
 
-def test_training_improves_elbo_and_is_deterministic(digits):
-    a = training.train(SMALL, digits, progress=False)
+def test_training_improves_elbo_and_is_deterministic(digits, trained):
+    a, _ = trained
     b = training.train(SMALL, digits, progress=False, retrain=True)
     h = a.history
     assert set(h) == {"elbo", "recon", "kl", "seconds", "train_elbo", "test_elbo"} and len(h["elbo"]) == 3
@@ -58,11 +93,11 @@ def test_training_improves_elbo_and_is_deterministic(digits):
     assert training.evaluate(jax.random.key(0), a.model, x).elbo > fresh + 5
 
 
-def test_recorded_test_elbo_is_the_final_models_elbo_on_test_images(digits):
+def test_recorded_test_elbo_is_the_final_models_elbo_on_test_images(digits, trained):
     """The last ``test_elbo`` agrees, within 4 standard errors, with an independent estimate:
     the returned model on the same first MONITOR_IMAGES test images, binarised and sampled
     with other keys (so only the Monte Carlo noise differs)."""
-    result = training.train(SMALL, digits, progress=False)
+    result, _ = trained
     images = digits.x_test[: training.MONITOR_IMAGES]
     xb = jax.random.bernoulli(jax.random.key(123), jnp.asarray(images)).astype(jnp.float32)
     recon, kl = training.vae_terms(jax.random.key(456), result.model, xb)
@@ -73,8 +108,9 @@ def test_recorded_test_elbo_is_the_final_models_elbo_on_test_images(digits):
     assert result.history["train_elbo"][-1] > result.history["test_elbo"][-1] - 4 * np.sqrt(2) * se
 
 
-def test_cache_hit_returns_same_parameters_without_training(digits, monkeypatch):
-    first = training.train(SMALL, digits, progress=False)
+def test_cache_hit_returns_same_parameters_without_training(digits, trained, monkeypatch):
+    first, _ = trained
+    _copy_entry(trained, digits)  # the entry train() wrote, now in this test's cache
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cache hit must not train")
@@ -134,43 +170,8 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
         checkpoints.load_model(path, other)
 
 
-_WRITER = """
-import sys
-from vae_lite import checkpoints, training
-cfg = training.TrainConfig(dataset="digits", hidden=(512, 512), latent_dim=2)
-model = training.build_model(cfg, 784)
-checkpoints.save_model(sys.argv[1], model, {"n": 0})
-print("saved", flush=True)
-n = 1
-while True:
-    checkpoints.save_model(sys.argv[1], model, {"n": n})
-    n += 1
-"""
-
-
-def test_killed_save_leaves_a_complete_entry(tmp_path):
-    """A writer killed in the middle of saving (3 MB per save) leaves the last complete file."""
-    path = tmp_path / "model.npz"
-    cfg = training.TrainConfig(dataset="digits", hidden=(512, 512), latent_dim=2)
-    for delay in (0.0, 0.05, 0.3):
-        path.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"saved"
-        time.sleep(delay)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-        # One save finished before the kill, so a complete, loadable model must be there.
-        metadata = checkpoints.load_model(path, training.build_model(cfg, 784))
-        assert set(metadata) == {"n", "params_sha256"} and metadata["n"] >= 0
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
-    # A killed writer may leave its own temporary file, but never under the model's name.
-    assert all(name.endswith(".tmp") for name in leftovers)
-
-
-def test_unreadable_cache_entry_is_retrained(digits):
-    first = training.train(SMALL, digits, progress=False)
-    path = training.cache_path(first.config, digits)
+def test_unreadable_cache_entry_is_retrained(digits, trained):
+    path = _copy_entry(trained, digits)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.warns(checkpoints.ModelCacheWarning, match="not a readable vae-lite checkpoint"):
         again = training.train(SMALL, digits, progress=False)
@@ -182,12 +183,6 @@ def test_training_on_uint8_levels_equals_training_on_their_intensities(digits):
     model = training.build_model(SMALL, 64)
     from_floats = training.fit(model, SMALL, np.asarray(digits.x_train), progress=False)
     np.testing.assert_allclose(from_levels["elbo"], from_floats["elbo"], rtol=1e-6)
-
-
-def _entry(digits):
-    """Train SMALL once into the (private) cache; return its cache file."""
-    result = training.train(SMALL, digits, progress=False)
-    return training.cache_path(result.config, digits)
 
 
 def _rewrite_entry(path, change):
@@ -219,8 +214,8 @@ def _without_seconds(metadata):
     ids=["metadata-not-object", "history-malformed", "history-without-seconds", "metadata-not-json", "nan-params",
          "float64-params"],
 )
-def test_malformed_cache_entry_is_retrained_with_a_warning(digits, change, reason):
-    path = _entry(digits)
+def test_malformed_cache_entry_is_retrained_with_a_warning(digits, trained, change, reason):
+    path = _copy_entry(trained, digits)
     _rewrite_entry(path, change)
     with pytest.warns(checkpoints.ModelCacheWarning, match=reason):
         again = training.train(SMALL, digits, progress=False)
