@@ -75,7 +75,7 @@ def test_bad_inputs_are_rejected_with_a_fix(digits):
         classifier.confident_share(model, np.zeros((2, 64), np.float32), threshold=1.5)
     with pytest.raises(ValueError, match="no images"):
         classifier.confident_share(model, np.zeros((0, 64), np.float32))
-    with pytest.raises(ValueError, match="integer labels"):
+    with pytest.raises(ValueError, match=r"y must be \(\d+,\) integer class labels"):
         classifier.fit_classifier(model, classifier.ClassifierConfig(), digits.x_train, digits.y_train + 0.5)
     with pytest.raises(ValueError, match="hidden"):
         classifier.ClassifierConfig(hidden=256)

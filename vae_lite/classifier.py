@@ -14,6 +14,7 @@ model shipped with vae-lite, then training).
 
 import dataclasses
 import functools
+import math
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -59,15 +60,13 @@ class ClassifierConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.hidden, (tuple, list)):
-            raise ValueError(f"hidden must be a tuple of hidden-layer widths, got {self.hidden!r}; e.g. hidden=(256,).")
+        _args.instance("hidden", self.hidden, (tuple, list), "Pass a tuple of hidden-layer widths, e.g. hidden=(256,).")
         object.__setattr__(self, "hidden", tuple(_args.count("each hidden width", h) for h in self.hidden))
         for name in ("epochs", "batch_size"):
             object.__setattr__(self, name, _args.count(name, getattr(self, name)))
         object.__setattr__(self, "seed", _args.count("seed", self.seed, minimum=0))
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not np.isfinite(rate) or rate <= 0:
-            raise ValueError(f"learning_rate must be a positive finite number, got {rate!r}.")
+        _args.in_range("learning_rate", _args.number("learning_rate", self.learning_rate), 0, math.inf,
+                       "Pass a step size > 0, e.g. learning_rate=1e-3.", closed=False)
 
 
 class ClassifierResult(NamedTuple):
@@ -131,11 +130,9 @@ def fit_classifier(model, config, x, y, *, progress=True):
     history: per epoch, the mean cross-entropy over its minibatches (``loss``) and its ``seconds``.
     """
     x, max_level = data_lib.levels_of(x)
-    y = np.asarray(y)
-    if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
-        raise ValueError(f"y must be ({x.shape[0]},) integer labels in 0..9, got shape {y.shape} and dtype {y.dtype}.")
-    if x.shape[0] < config.batch_size:
-        raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
+    y = _args.class_labels("y", y, x.shape[0], NUM_CLASSES)
+    _args.at_least("the number of images", x.shape[0], config.batch_size,
+                   f"one minibatch holds batch_size={config.batch_size} images; pass more images or a smaller batch_size.")
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer, epoch = _epoch_for(graphdef, config.batch_size, config.learning_rate, max_level)
     opt_state = optimizer.init(params)
@@ -161,10 +158,8 @@ def _probs(model, x):
 def predict_probs(model, x):
     """Class probabilities p(k | x) ``(n, 10)`` for images ``x`` ``(n, pixels)`` in [0, 1]. Lesson 2."""
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"x must be (num_images, pixels), got shape {x.shape}; flatten images first.")
-    if not np.all(np.isfinite(x)) or x.min(initial=0) < 0 or x.max(initial=0) > 1:
-        raise ValueError("x must hold intensities in [0, 1] (e.g. sigmoid of decoder logits, or grey levels / 255).")
+    _args.image_batch("x", x)
+    _args.in_range("x", x, 0, 1, "Pass intensities (e.g. sigmoid of decoder logits, or grey levels / 255).")
     _args.last_axis("x", x, model.num_pixels, "Pass flat images, one per row.")
     blocks = [np.asarray(_probs(model, jnp.asarray(x[i : i + PREDICT_BLOCK]))) for i in range(0, len(x), PREDICT_BLOCK)]
     return np.concatenate(blocks) if blocks else np.zeros((0, NUM_CLASSES), np.float32)
@@ -178,11 +173,10 @@ def confident_share(model, x, threshold=CONFIDENT):
 
     Returns a :class:`Share`. Introduced in lesson 2.
     """
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}.")
+    _args.in_range("threshold", _args.number("threshold", threshold), 0, 1,
+                   "It is a probability strictly between 0 and 1, e.g. threshold=0.9.", closed=False)
     probs = predict_probs(model, x)
-    if len(probs) == 0:
-        raise ValueError("x holds no images; pass at least one.")
+    _args.at_least("the number of images in x", len(probs), 1, "x holds no images; pass at least one.")
     confidence = probs.max(axis=1)
     share = float(np.mean(confidence >= threshold))
     return Share(share, float(np.sqrt(share * (1 - share) / len(probs))), len(probs), probs.argmax(axis=1), confidence)
@@ -255,31 +249,18 @@ class KnnAccuracy(NamedTuple):
     per_class: np.ndarray
 
 
-def _labels(name, labels, num):
-    """``labels`` as an int64 array of shape ``(num,)`` holding class indices 0, 1, ..."""
-    values = np.asarray(labels)
-    if values.shape != (num,) or values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
-        raise ValueError(
-            f"{name} must be ({num},) integer class labels (one per code), got shape {values.shape} and dtype "
-            f"{values.dtype}; pass e.g. ds.y_test[:{num}]."
-        )
-    if num and values.min() < 0:
-        raise ValueError(f"{name} must be class indices >= 0, got {values.min()}.")
-    return values.astype(np.int64)
-
-
 def _codes(name, codes, width=None):
     """``codes`` as a float64 ``(n, d)`` array of finite numbers with at least one row."""
     if not hasattr(codes, "dtype"):
         codes = np.asarray(codes)
     _args.floating(name, codes)
     values = np.asarray(codes, dtype=np.float64)
-    if values.ndim != 2 or len(values) == 0:
-        raise ValueError(f"{name} must be (num_codes, latent_dim) with at least one code, got shape {values.shape}; "
-                         "one code per row, e.g. model.code(x).")
-    if width is not None and values.shape[1] != width:
-        raise ValueError(f"{name} must have {width} columns like train_codes, got shape {values.shape}; "
-                         "encode both sets with the same model.")
+    fix = "Pass (num_codes, latent_dim) with at least one code, one code per row, e.g. model.code(x)."
+    _args.ndim(name, values, 2, fix)
+    _args.at_least(f"{name}'s number of codes", len(values), 1, fix)
+    if width is not None:
+        _args.equal(f"{name}'s number of columns", values.shape[1], width,
+                    f"It must have {width} columns like train_codes: encode both sets with the same model.")
     _args.finite(name, values, "Codes must be finite numbers; check the model that produced them.")
     return values
 
@@ -331,23 +312,21 @@ def knn_accuracy(train_codes, train_labels, test_codes=None, test_labels=None, *
         a :class:`KnnAccuracy`. Introduced in lesson 6; lesson 8 uses it on 2-d codes.
     """
     reference = _codes("train_codes", train_codes)
-    reference_labels = _labels("train_labels", train_labels, len(reference))
-    if (test_codes is None) != (test_labels is None):
-        raise ValueError("Pass test_codes and test_labels together, or neither (leave-one-out on the training codes).")
+    reference_labels = _args.class_labels("train_labels", train_labels, len(reference))
+    _args.together("test_codes", test_codes, "test_labels", test_labels,
+                   "Neither means leave-one-out on the training codes.")
     leave_out = test_codes is None
     if leave_out:
         queries, labels = reference, reference_labels
     else:
         queries = _codes("test_codes", test_codes, width=reference.shape[1])
-        labels = _labels("test_labels", test_labels, len(queries))
+        labels = _args.class_labels("test_labels", test_labels, len(queries))
     k = _args.count("k", k)
     available = len(reference) - leave_out
-    if k > available:
-        raise ValueError(f"k = {k} needs at least {k} reference codes, got {available}"
-                         f"{' (leave-one-out: all codes but the one classified)' if leave_out else ''}; "
-                         f"pass k <= {available} or more training codes.")
-    if not isinstance(standardize, bool):
-        raise ValueError(f"standardize must be True or False, got {standardize!r}.")
+    _args.at_most("k", k, available, f"it needs at least {k} reference codes, got {available}"
+                  f"{' (leave-one-out: all codes but the one classified)' if leave_out else ''}; "
+                  f"pass k <= {available} or more training codes.")
+    standardize = _args.flag("standardize", standardize)
     if standardize:
         mean, sd = reference.mean(axis=0), reference.std(axis=0)
         sd = np.where(sd > 0, sd, 1.0)
