@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vae_lite import (
+    _args,
     data,
     distributions,
     elbo,
@@ -233,3 +234,59 @@ def test_counts_and_keys_are_checked_where_they_used_to_slip_through(call, messa
     a key of 0 reached JAX's raw TypeError."""
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------- the rules themselves, on values made here
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: _args.at_least("n", 1, 2, "a covariance needs two codes."), r"n=1 is too small \(at least 2\): a covariance"),
+    (lambda: _args.in_range("p", 1.5, 0, 1, "A probability.", closed=False), r"p must lie in \(0, 1\), got 1.5. A probability."),
+    (lambda: _args.in_range("p", 1.0, 0, 1, closed=False), r"p must lie in \(0, 1\), got 1.0"),
+    (lambda: _args.in_range("x", np.array([0.2, np.nan, 3.0]), 0, 1), r"x must lie in \[0, 1\] \(2 of 3 values outside"),
+    (lambda: _args.in_range("s", np.array([1.0, 0.0]), 0, np.inf, closed=False), r"s must lie in \(0, inf\)"),
+    (lambda: _args.increasing("sizes", [1, 4, 4], "e.g. [1, 2, 4]."), r"strictly increasing list, got \[1, 4, 4\]. e.g."),
+    (lambda: _args.increasing("sizes", []), "non-empty"),
+    (lambda: _args.divisor("S", 3, 64, "Pick a divisor."), r"S=3 must divide 64 into equal blocks, but 64 % 3 = 1. Pick"),
+    (lambda: _args.flag("standardize", 1), "standardize must be True or False, got 1"),
+    (lambda: _args.given("latent_dim", None, "Pass latent_dim or init."), "latent_dim is needed here, got None. Pass"),
+    (lambda: _args.together("a", None, "b", 2), "a and b go together: got b without a. Pass both, or neither."),
+    (lambda: _args.pair("init", (1, 2, 3), "(mu, log_var)"), r"init must be a pair \(mu, log_var\), got 3 item"),
+    (lambda: _args.pair("init", 5, "(mu, log_var)"), r"init must be a pair \(mu, log_var\), got int"),
+    (lambda: _args.instance("hidden", 256, (tuple, list), "e.g. (256,)."), r"hidden must be a tuple or list, got int. e.g."),
+    (lambda: _args.nonempty_mapping("models", {}, "Map beta to a model."), "models must be a non-empty mapping, got an empty dict"),
+    (lambda: _args.nonempty_mapping("models", [1], "Map beta to a model."), "non-empty mapping, got a list"),
+    (lambda: _args.class_labels("y", np.array([0, 1]), 3), r"y must be \(3,\) integer class labels"),
+    (lambda: _args.class_labels("y", np.array([0.0, 1.0]), 2), "dtype float64"),
+    (lambda: _args.class_labels("y", np.array([True, False]), 2), "dtype bool"),
+    (lambda: _args.class_labels("y", np.array([0, 10]), 2, num_classes=10), "class indices >= 0 and < 10, got 10"),
+    (lambda: _args.class_labels("y", np.array([-1, 0]), 2), "class indices >= 0, got -1"),
+    (lambda: _args.cholesky_factor("L", np.array([[1.0, 0.1], [0.0, 1.0]])), "lower-triangular"),
+    (lambda: _args.cholesky_factor("L", np.array([[1.0, 0.0], [0.3, 0.0]])), "positive diagonal"),
+    (lambda: _args.cholesky_factor("L", np.array([[np.nan, 0.0], [0.3, 1.0]])), "L holds NaN"),
+], ids=["at-least", "open-range", "open-range-edge", "closed-range-nan", "positive", "increasing", "increasing-empty",
+        "divisor", "flag", "given", "together", "pair-3", "pair-int", "instance", "mapping-empty", "mapping-list",
+        "labels-length", "labels-float", "labels-bool", "labels-too-large", "labels-negative", "chol-upper",
+        "chol-diagonal", "chol-nan"])
+def test_each_new_rule_refuses_with_what_was_expected_and_what_came(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_the_new_rules_accept_what_they_describe():
+    """The edges that are inside: a closed range holds its ends, a mapping of one, labels as given."""
+    _args.at_least("n", 2, 2, "")
+    _args.in_range("x", np.array([0.0, 0.5, 1.0]), 0, 1)
+    _args.in_range("x", np.zeros(0), 0, 1)  # nothing is outside an empty array
+    _args.in_range("lr", 1e-3, 0, np.inf, closed=False)
+    _args.in_range("traced", jnp.ones(2), 0, 1)  # concrete, inside
+    jax.jit(lambda a: _args.in_range("a", a, 5, 6) or a)(jnp.zeros(2))  # traced: no values, not checked
+    _args.increasing("sizes", [1])
+    _args.divisor("S", 4, 64, "")
+    assert _args.flag("f", np.bool_(True)) is True
+    _args.together("a", None, "b", None)
+    _args.together("a", 1, "b", 2)
+    assert _args.pair("init", [1, 2], "(a, b)") == (1, 2)
+    _args.nonempty_mapping("models", {1.0: "m"}, "")
+    labels = _args.class_labels("y", np.array([3, 0], np.uint8), 2, num_classes=10)
+    assert labels.dtype == np.int64 and labels.tolist() == [3, 0]
+    _args.cholesky_factor("L", np.linalg.cholesky(np.array([[2.0, 0.5], [0.5, 1.0]])))
