@@ -5,7 +5,7 @@ decode + PNG encoding + the image widget's update), so timing the assignment tim
 exactly what a slider move costs the kernel. Browser round trip: Voila serves a
 one-widget notebook on the standard MNIST model, headless Debian Chromium types a value
 into a slider's readout and we time Enter -> new image loaded (helpers in
-``tests/_browser.py``, shared with the browser tests). Models come from the training cache (trained if missing).
+``support/browser.py``, shared with the browser tests). Models come from the training cache (trained if missing).
 
 Run: ``python benchmarks/bench_explorer.py [--quick] [--no-browser]``; ``main()`` returns
 the rows (dicts ``metric, measured, target, status, note``) for ``run_all.py``.
@@ -23,10 +23,11 @@ import numpy as np
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent / "tests"))  # the browser helpers shared with the browser tests
+sys.path.insert(1, str(HERE.parent))  # the repository root: support/, the helpers shared with the tests
 
-import _browser  # noqa: E402
 from _report import print_table, row  # noqa: E402
+
+from support import browser as _browser  # noqa: E402
 
 BROWSER_NOTEBOOK = """\
 from vae_lite import data, explorer, training

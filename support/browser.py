@@ -1,9 +1,9 @@
 """Helpers for driving the widgets in a real browser: servers on loopback, headless Chromium.
 
-Shared by the browser tests (``test_browser.py``: Voila; ``test_jupyterlab.py``: JupyterLab)
-and by ``benchmarks/bench_explorer.py`` (the slider round-trip timing), which puts this
-folder on ``sys.path`` and imports it as ``_browser``. Nothing here needs pytest: a
-missing tool is reported by :func:`missing_tools`, and the caller decides to skip.
+Shared by the browser tests (``tests/test_browser.py``: Voila; ``tests/test_jupyterlab.py``:
+JupyterLab; ``tests/test_site.py``: the course website) and by ``benchmarks/bench_explorer.py``
+(the slider round-trip timing). Nothing here needs pytest: a missing tool is reported by
+:func:`missing_tools`, and the caller decides to skip.
 
 The browser is the system's Debian Chromium (``/usr/bin/chromium``) driven by Playwright,
 so no ``playwright install`` (and no network) is needed.

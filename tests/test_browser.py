@@ -4,11 +4,12 @@ Served notebook: a small one written to ``tmp_path`` that builds one explorer wi
 small untrained VAE (8x8 images, no data files, no training), rather than lesson 8 itself:
 it starts in seconds and tests exactly the browser path (kernel -> widget -> image) that
 lesson 8's widgets share. Lesson 8 itself runs under nbval. Select with ``-m browser``.
-The browser helpers live in ``_browser.py``, shared with ``benchmarks/bench_explorer.py``.
+The browser helpers live in ``support/browser.py``, shared with ``benchmarks/bench_explorer.py``.
 """
 
 import pytest
-from _browser import (
+
+from support.browser import (
     ARTIFACTS,
     IMAGE,
     READOUT,
