@@ -153,28 +153,33 @@ def test_grid_models_need_no_cache_folder(monkeypatch, tmp_path):
 
 
 # A writer that imports only vae_lite._runtime (no JAX: it starts in ~50 ms) and rewrites one file
-# for ever, version n being SIZE bytes of the value n (so a torn or mixed file shows); it prints n
-# once version n is written.
+# for ever, printing n once version n is written. Version n is its number in 8 bytes, then bytes of
+# FILLS[n % 2] (so a truncated or a mixed file shows); both bodies are made once, so the writer spends
+# its time writing.
 _WRITER = textwrap.dedent(
     """
     import sys
     from vae_lite import _runtime
     assert "jax" not in sys.modules, "vae_lite._runtime imported JAX"
     path, size = sys.argv[1], int(sys.argv[2])
+    bodies = [bytearray([0x55]) * size, bytearray([0xAA]) * size]
     n = 1
     while True:
-        _runtime.atomic_write_bytes(path, bytes([n % 256]) * size)
+        version = bodies[n % 2]
+        version[:8] = n.to_bytes(8, "little")
+        _runtime.atomic_write_bytes(path, version)
         print(n, flush=True)
         n += 1
     """
 )
+FILLS = (0x55, 0xAA)
 SIZE = 32 * 2**20  # 32 MB: each write and fsync takes tens of milliseconds, so a kill lands inside one
 
 
-@pytest.mark.parametrize("whole_versions, delay", [(1, 0.0), (1, 0.02), (2, 0.0), (3, 0.01), (3, 0.04)])
+@pytest.mark.parametrize("whole_versions, delay", [(1, 0.005), (1, 0.02), (2, 0.01), (3, 0.015), (3, 0.04)])
 def test_a_write_killed_half_way_leaves_the_old_file_or_the_whole_new_one(tmp_path, whole_versions, delay):
     """SIGKILL after ``whole_versions`` writes and ``delay`` seconds: the file under the name is one whole
-    version (SIZE bytes of one value, that version or a later one), never a truncated or mixed one."""
+    version (that one or a later one), never a truncated or a mixed one."""
     path = tmp_path / "model.npz"
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(SIZE)], stdout=subprocess.PIPE)
     try:
@@ -186,7 +191,8 @@ def test_a_write_killed_half_way_leaves_the_old_file_or_the_whole_new_one(tmp_pa
         proc.wait()
         proc.stdout.close()
     data = path.read_bytes()
-    assert len(data) == SIZE and data.count(data[:1]) == SIZE, f"a torn file: {len(data)} bytes"
-    assert data[0] >= whole_versions
+    n = int.from_bytes(data[:8], "little")
+    assert len(data) == SIZE, f"a truncated file: {len(data)} of {SIZE} bytes"
+    assert n >= whole_versions and data.count(FILLS[n % 2], 8) == SIZE - 8, f"a mixed file (version {n})"
     # A killed writer may leave its own temporary file, but never under the model's name.
     assert all(p.name.startswith(".model.npz.") and p.name.endswith(".tmp") for p in tmp_path.iterdir() if p != path)
