@@ -330,6 +330,33 @@ def _read_page(page, url, name, screenshot):
             "widgets": views}
 
 
+def _move_kernel_free_sliders(page, screenshot):
+    """Move the first slider of every live widget on the page open in ``page`` by one step (ArrowRight).
+
+    On the site only widgets that run without a kernel stay live (``build_site.static_copies``), so
+    each one's visible picture must change with no Python behind it. Returns ``[(before, after)]``,
+    the visible images' sources (their last characters) of each widget around the move.
+    """
+    areas = page.locator(".widget-subarea:has(.noUi-handle)")
+    moves = []
+    for k in range(areas.count()):
+        area = areas.nth(k)
+        visible = "a => [...a.querySelectorAll('img')].filter(i => i.offsetParent !== null).map(i => i.src.slice(-48))"
+        area.scroll_into_view_if_needed()
+        before = area.evaluate(visible)
+        area.locator(".noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")
+        deadline = time.monotonic() + 10
+        after = area.evaluate(visible)
+        while after == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = area.evaluate(visible)
+        moves.append((before, after))
+        if k == 0:
+            page.screenshot(path=screenshot)
+    return moves
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_every_page_renders_offline_in_chromium(site, tmp_path):
@@ -368,6 +395,10 @@ def test_every_page_renders_offline_in_chromium(site, tmp_path):
                 for name in [f"lessons/{p.stem}" for p in LESSONS] + others:
                     shot = ARTIFACTS / f"site_{name.replace('/', '_')}.png"
                     counts[name] = _read_page(page, base + name + ".html", name, shot)
+                # the sliders of the widgets that run without a kernel move their pictures (lesson 8's walks)
+                explorer_page = "lessons/08_latent_explorer"
+                _read_page(page, base + explorer_page + ".html", explorer_page, None)
+                moves = _move_kernel_free_sliders(page, ARTIFACTS / "site_lessons_08_latent_explorer_slider_moved.png")
                 # the same lesson opened from the file system, without a server
                 widget_lessons = [n for n, c in counts.items() if c["widgets"]] or [f"lessons/{LESSONS[0].stem}"]
                 for name in widget_lessons[:1]:
@@ -392,5 +423,8 @@ def test_every_page_renders_offline_in_chromium(site, tmp_path):
     assert guard.external == [], f"{len(guard.external)} requests left the machine: {guard.external[:5]}"
     assert guard.failed == [], f"requests that failed: {guard.failed[:10]}"
     assert guard.errors == [], f"script errors: {guard.errors[:5]}"
+    assert len(moves) >= 2, f"lesson 8 should show two widgets that move without a kernel, found {len(moves)}"
+    for before, after in moves:
+        assert before and after != before, f"a kernel-free slider moved but its picture stayed: {before}"
     lesson_maths = [c["maths"] for n, c in counts.items() if n.startswith("lessons/")]
     assert all(m > 0 for m in lesson_maths), counts

@@ -22,7 +22,7 @@ from flax import nnx
 
 from vae_lite import _args
 from vae_lite.distributions import kl_normal_std
-from vae_lite.widgets import View, side_by_side, slider
+from vae_lite.widgets import Frames, View, side_by_side, slider
 
 # ---------------------------------------------------------------- pure helpers
 
@@ -271,7 +271,7 @@ def interpolation(model, x, image_shape, *, index_a=0, index_b=1):
     """Interpolate between the posterior means of ``x[index_a]`` and ``x[index_b]``. Lesson 8."""
     _args.image_shape(image_shape, model.num_pixels)
     index_a, index_b = _args.index("index_a", index_a, len(x)), _args.index("index_b", index_b, len(x))
-    means = encode_means(model, x[[index_a, index_b]])
+    means = encode_means(model, x[np.array([index_a, index_b])])
     decode = compile_decode(model.decoder)
     return Interpolation(decode, means[0], means[1], x[index_a], x[index_b], image_shape)
 
@@ -336,3 +336,60 @@ def manifold(model, image_shape, *, num_points=15, limit=3.0):
     num_points = _args.count("num_points", num_points, minimum=3)
     _args.at_most("num_points", num_points, 40, f"it decodes {num_points}**2 images; use at most 40 (15 is plenty).")
     return Manifold(compile_decode(model.decoder), image_shape, num_points=num_points, limit=limit)
+
+
+# ---------------------------------------------------------------- the same walks, precomputed (no kernel)
+
+
+def _locator(shape, position, num_points):
+    """A small map of the grid, ``shape`` pixels, with the grid cell ``position = (column, row)`` filled in."""
+    h, w = shape
+    canvas = np.zeros(shape, np.float32)
+    canvas[0, :] = canvas[-1, :] = canvas[:, 0] = canvas[:, -1] = 0.35  # the frame of the square [-3, 3]^2
+    cell_h, cell_w = (h - 2) / num_points, (w - 2) / num_points
+    col, row = position
+    top, left = 1 + int(row * cell_h), 1 + int(col * cell_w)
+    canvas[top : top + max(2, round(cell_h)), left : left + max(2, round(cell_w))] = 1.0
+    return canvas
+
+
+def manifold_frames(model, image_shape, *, num_points=15):
+    """The 2-d manifold walk with every frame precomputed, so its sliders move without a kernel. Lesson 8.
+
+    Two sliders pick a code on the ``num_points x num_points`` grid of Normal quantiles
+    (:func:`inverse_cdf_grid`: equal prior mass per cell); the frame shows the decode at that code,
+    and beside it a map of the grid with the chosen cell filled in. A :class:`vae_lite.widgets.Frames`.
+    """
+    _args.equal("the model's latent_dim", model.latent_dim, 2, "manifold_frames walks a 2-d latent space: pass a "
+                "model trained with latent_dim=2.")
+    image_shape = _args.image_shape(image_shape, model.num_pixels)
+    num_points = _args.count("num_points", num_points, minimum=3)
+    _args.at_most("num_points", num_points, 31, "it stores num_points**2 pictures; use at most 31 (15 is plenty).")
+    q = np.asarray(inverse_cdf_grid(num_points))
+    codes = np.stack(np.meshgrid(q, q, indexing="ij"), -1).reshape(-1, 2)  # [i0, i1] -> (q[i0], q[i1])
+    decoded = np.asarray(compile_decode(model.decoder)(codes)).reshape(num_points, num_points, *image_shape)
+    frames = [[side_by_side([decoded[i0, i1], _locator(image_shape, (i0, num_points - 1 - i1), num_points)])
+               for i1 in range(num_points)] for i0 in range(num_points)]
+    labels = [f"{v:+.2f}" for v in q]  # the sliders' readouts are the code
+    middle = num_points // 2
+    return Frames(frames, [("z[0]", labels), ("z[1]", labels)], index=(middle, middle), scale=5)
+
+
+def interpolation_frames(model, x, image_shape, *, index_a=0, index_b=1, num_steps=21):
+    """The interpolation between two images' codes with every frame precomputed (no kernel needed). Lesson 8.
+
+    A slider for the path (linear, spherical) and one for t in ``num_steps`` even steps from 0 to 1;
+    each frame shows image A, the decode of z(t) and image B, like :func:`interpolation`.
+    """
+    image_shape = _args.image_shape(image_shape, model.num_pixels)
+    index_a, index_b = _args.index("index_a", index_a, len(x)), _args.index("index_b", index_b, len(x))
+    num_steps = _args.count("num_steps", num_steps, minimum=2)
+    _args.at_most("num_steps", num_steps, 101, "it stores two pictures per step; use at most 101.")
+    means = encode_means(model, x[np.array([index_a, index_b])])
+    t = jnp.linspace(0.0, 1.0, num_steps)
+    decode = compile_decode(model.decoder)
+    x_a, x_b = (np.asarray(x[i]).reshape(image_shape) for i in (index_a, index_b))
+    frames = [[side_by_side([x_a, image.reshape(image_shape), x_b])
+               for image in np.asarray(decode(path(means[0], means[1], t)))] for path in Interpolation.paths.values()]
+    return Frames(frames, [("path", list(Interpolation.paths)), ("t", [f"{float(s):.2f}" for s in t])],
+                  index=(0, num_steps // 2), scale=5)

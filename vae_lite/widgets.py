@@ -36,12 +36,14 @@ from vae_lite.posterior import grid_coverage, grid_posterior
 PALETTE = [g for v in np.round(np.linspace(255, 0, 255)).astype(int) for g in (v, v, v)] + [220, 30, 30]
 
 
-def to_png(image, scale=6, marker=None):
+def to_png(image, scale=6, marker=None, compress_level=1):
     """PNG bytes of an image, upscaled ``scale`` times with nearest neighbour (crisp pixels).
 
     Args:
         image: ``(h, w)`` values in [0, 1] drawn as dark ink on white, or uint8 RGB ``(h, w, 3)``.
         marker: optional boolean ``(h, w)`` mask of grey-image pixels to draw in red.
+        compress_level: zlib's level, 1 (fast, for a redraw on every slider move) to 9 (small, for
+            pictures stored in a notebook).
     """
     if image.ndim == 2:
         index = np.round(254 * np.clip(image, 0, 1)).astype(np.uint8)
@@ -54,7 +56,7 @@ def to_png(image, scale=6, marker=None):
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
-    img.save(buffer, format="png", compress_level=1)
+    img.save(buffer, format="png", compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -323,3 +325,96 @@ def elbo_widget(log_joint, grid_axis, *, mu=0.0, log_var=0.0, log_var_range=None
         Introduced in lesson 4.
     """
     return ElboWidget(log_joint, grid_axis, mu=mu, log_var=log_var, log_var_range=log_var_range)
+
+
+# ---------------------------------------------------------------- precomputed frames: no kernel needed
+
+
+class Frames:
+    """Precomputed pictures chosen by one or two sliders, switched in the browser alone.
+
+    Every setting of the sliders has its picture (and a line of readouts) computed in Python once;
+    the browser then only switches between them: each slider's position is ``jslink``-ed to the
+    ``selected_index`` of an ``ipywidgets.Stack`` of the pictures (for two sliders, a stack of
+    stacks). So the sliders move the picture with no kernel at all: in a saved notebook opened on
+    the course website, in Voila, and in JupyterLab without a round trip to Python. The cost is
+    the saved widget state: one PNG per setting, so settings are kept to a few hundred small pictures.
+
+    Args:
+        frames: pictures nested one level per slider (``frames[i]`` or ``frames[i][j]`` for the
+            ``i``-th option of the first slider and the ``j``-th of the second); each an ``(h, w)``
+            grey image in [0, 1] or ``(h, w, 3)`` uint8 RGB, all of one shape.
+        sliders: ``[(description, option labels), ...]``, one or two, the labels the readout shows.
+        captions: the readouts, nested like ``frames`` (one line of text each), or None: none
+            beyond the sliders' own readouts (each caption costs two more widget models per frame).
+        index: the starting position of each slider.
+        scale: the pictures' upscaling (nearest neighbour, crisp pixels).
+
+    Introduced in lesson 8 (the 2-D manifold walk and the interpolation, without a kernel).
+    """
+
+    def __init__(self, frames, sliders, *, captions=None, index=None, scale=6):
+        num = _args.count("the number of sliders", len(sliders))
+        _args.at_most("the number of sliders", num, 2, "Frames switches pictures with one or two sliders.")
+        sizes = [len(labels) for _, labels in sliders]
+        pictures = np.asarray(frames)
+        _args.shape("frames", pictures, (*sizes, *pictures.shape[num:]),
+                    "Nest the pictures one level per slider, one per option label.")
+        _args.at_most("the number of frames", int(np.prod(sizes)), 1000,
+                      "each frame is a PNG in the saved notebook; precompute a coarser set of settings.")
+        captions = np.full(sizes, "", object) if captions is None else np.asarray(captions, object)
+        _args.shape("captions", captions, tuple(sizes), "One caption per frame, nested like frames.")
+        index = [0] * num if index is None else [_args.index(f"index[{k}]", i, n, "options") for k, (i, n) in
+                                                   enumerate(zip(index, sizes, strict=True))]
+        self.sliders = [
+            widgets.SelectionSlider(options=[(str(label), k) for k, label in enumerate(labels)], value=i,
+                                    description=description, continuous_update=True,
+                                    style={"description_width": "110px"}, layout={"width": "420px"})
+            for (description, labels), i in zip(sliders, index, strict=True)
+        ]
+        self.pngs = np.empty(sizes, object)
+        for position in np.ndindex(*sizes):
+            self.pngs[position] = to_png(pictures[position], scale, compress_level=9)
+
+        def frame(position):  # each frame is stored as widget models in the notebook: as few as it needs
+            image = widgets.Image(value=self.pngs[position], format="png")
+            if not captions[position]:
+                return image
+            return widgets.VBox([image, widgets.HTML(html.escape(str(captions[position])))])
+
+        self.captions = captions
+        self.links = []
+        if num == 1:
+            self.stack = widgets.Stack([frame((k,)) for k in range(sizes[0])], selected_index=index[0])
+            self.links.append(widgets.jslink((self.sliders[0], "index"), (self.stack, "selected_index")))
+            self.inner = []
+        else:
+            self.inner = [widgets.Stack([frame((i, j)) for j in range(sizes[1])], selected_index=index[1])
+                          for i in range(sizes[0])]
+            self.stack = widgets.Stack(self.inner, selected_index=index[0])
+            self.links.append(widgets.jslink((self.sliders[0], "index"), (self.stack, "selected_index")))
+            self.links += [widgets.jslink((self.sliders[1], "index"), (s, "selected_index")) for s in self.inner]
+        self.widget = widgets.VBox([*self.sliders, self.stack])
+
+    @property
+    def position(self):
+        """The sliders' positions, a tuple of option indices."""
+        return tuple(s.index for s in self.sliders)
+
+    @property
+    def png(self):
+        """The PNG of the frame the sliders select."""
+        return self.pngs[self.position]
+
+    def caption(self):
+        lines = [f"{s.description} = {s.label}" for s in self.sliders]
+        extra = [str(self.captions[self.position])] if self.captions[self.position] else []
+        return ["Static copy of the widget (it moves without a kernel where its saved state loads):", *lines, *extra]
+
+    @property
+    def static_png(self):
+        return captioned_png(self.png, self.caption())
+
+    def _repr_mimebundle_(self, **kwargs):
+        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(self.static_png).decode(),
+                "text/plain": "\n".join(self.caption())}
