@@ -122,3 +122,23 @@ def _erfinv(y):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if math.erf(mid) < y else (lo, mid)
     return (lo + hi) / 2
+
+
+def test_dimension_frames_change_one_dimension_of_the_image_code(model2d):
+    model = networks.VAE(64, (32,), latent_dim=4, rngs=nnx.Rngs(2))
+    x = np.random.default_rng(1).random((6, 64)).astype(np.float32)
+    view = explorer.dimension_frames(model, jnp.asarray(x), IMAGE_SHAPE, index=2, num_dims=3, num_values=5, limit=2.0)
+    mu, log_var = (np.asarray(a, np.float64) for a in model.encoder(jnp.asarray(x)))
+    kl = np.mean(0.5 * (mu**2 + np.exp(log_var) - 1 - log_var), axis=0)  # average KL per dimension, by hand
+    order = np.argsort(-kl, kind="stable")
+    assert [label for label, _ in view.sliders[0].options] == [f"z[{j}] ({kl[j]:.2f} nats)" for j in order[:3]]
+    for k in range(3):
+        for v, value in enumerate(np.linspace(-2, 2, 5)):
+            code = mu[2].copy()
+            code[order[k]] = value
+            changed = ink(view.inner[k].children[v].value, (8, 26))[:, 18:26]
+            np.testing.assert_allclose(changed, direct_decode(model, [code]), atol=1.5 / 254)
+    np.testing.assert_allclose(ink(view.inner[0].children[0].value, (8, 26))[:, 9:17], direct_decode(model, [mu[2]]),
+                               atol=1.5 / 254)
+    with pytest.raises(ValueError, match="num_dims"):
+        explorer.dimension_frames(model, jnp.asarray(x), IMAGE_SHAPE, num_dims=5)

@@ -393,3 +393,35 @@ def interpolation_frames(model, x, image_shape, *, index_a=0, index_b=1, num_ste
                for image in np.asarray(decode(path(means[0], means[1], t)))] for path in Interpolation.paths.values()]
     return Frames(frames, [("path", list(Interpolation.paths)), ("t", [f"{float(s):.2f}" for s in t])],
                   index=(0, num_steps // 2), scale=5)
+
+
+def dimension_frames(model, x, image_shape, *, index=0, num_dims=8, num_values=13, limit=3.0):
+    """One latent dimension at a time, every frame precomputed (no kernel needed). Lesson 8.
+
+    Starts from the posterior mean of ``x[index]``; a slider picks one of the ``num_dims``
+    dimensions with the largest average KL on ``x`` (:func:`dimension_order`), another the value
+    that dimension takes (``num_values`` even steps over ``[-limit, limit]``), all others staying
+    at the image's code. Each frame shows the image, the decode of its code and the decode of the
+    changed code. The kernel-free counterpart of :func:`encode_and_perturb`, one slider moved at a time.
+    """
+    image_shape = _args.image_shape(image_shape, model.num_pixels)
+    index = _args.index("index", index, len(x))
+    num_dims = _args.count("num_dims", num_dims)
+    _args.at_most("num_dims", num_dims, model.latent_dim, f"the model has {model.latent_dim} latent dimensions.")
+    num_values = _args.count("num_values", num_values, minimum=2)
+    _args.at_most("num_dims * num_values", num_dims * num_values, 400, "each is a stored picture; use fewer values.")
+    limit = _args.number("limit", limit, positive=True)
+    order, kl = dimension_order(model, x)
+    base = encode_means(model, x[np.array([index])])[0]
+    values = np.linspace(-limit, limit, num_values)
+    codes = np.repeat(base[None, None], num_dims, 0).repeat(num_values, 1)  # (dims, values, d)
+    for k, j in enumerate(order[:num_dims]):
+        codes[k, :, j] = values
+    decode = compile_decode(model.decoder)
+    decoded = decode(codes.reshape(-1, model.latent_dim)).reshape(num_dims, num_values, *image_shape)
+    original = np.asarray(x[index]).reshape(image_shape)
+    at_code = decode(base[None])[0].reshape(image_shape)
+    frames = [[side_by_side([original, at_code, decoded[k, v]]) for v in range(num_values)] for k in range(num_dims)]
+    dims = [f"z[{j}] ({kl[j]:.2f} nats)" for j in order[:num_dims]]
+    return Frames(frames, [("dimension", dims), ("value", [f"{v:+.2f}" for v in values])],
+                  index=(0, int(np.argmin(np.abs(values - base[order[0]])))), scale=5)
