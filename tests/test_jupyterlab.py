@@ -20,7 +20,7 @@ shows up only there, as "Error displaying widget: model not found"). So this tes
 The kernels use the bundled 8x8 digits (``VAE_LITE_DATASET=digits``) and an empty model cache, so the
 lessons train their models on the spot in seconds. Screenshots go to ``test-artifacts/``. The server, its
 kernels (which run in sessions of their own) and Chromium are stopped at the end. Select with ``-m browser``.
-The server and browser helpers are shared with ``test_browser.py`` through ``_browser.py``.
+The server and browser helpers are shared with ``test_browser.py`` and the benchmarks through ``support/browser.py``.
 """
 
 import contextlib
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _browser import (
+
+from support.browser import (
     ARTIFACTS,
     IMAGE,
     READOUT,

@@ -360,8 +360,16 @@ def _move_kernel_free_sliders(page, screenshot):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_every_page_renders_offline_in_chromium(site, tmp_path):
-    from _browser import ARTIFACTS, free_port, launch_chromium, missing_tools, start_server, stop_server
     from playwright.sync_api import sync_playwright
+
+    from support.browser import (
+        ARTIFACTS,
+        free_port,
+        launch_chromium,
+        missing_tools,
+        start_server,
+        stop_server,
+    )
 
     reason = missing_tools()
     if reason:

@@ -201,10 +201,14 @@ class View:
         return captioned_png(self.png, self.caption())
 
     def _repr_mimebundle_(self, **kwargs):
-        # Live widget for Jupyter/Voila; the captioned PNG (and the caption as plain text) is what a
-        # saved notebook shows without a kernel (GitHub, nbviewer).
-        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(self.static_png).decode(),
-                "text/plain": "\n".join(self.caption())}
+        return _with_static_copy(self, **kwargs)
+
+
+def _with_static_copy(view, **kwargs):
+    """The display of a widget object: the live widget for Jupyter/Voila, and beside it the captioned PNG
+    (and the caption as plain text) that a saved notebook shows without a kernel (GitHub, nbviewer)."""
+    return {**view.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(view.static_png).decode(),
+            "text/plain": "\n".join(view.caption())}
 
 
 # ---------------------------------------------------------------- lesson 4: ELBO widget
@@ -411,10 +415,7 @@ class Frames:
         extra = [str(self.captions[self.position])] if self.captions[self.position] else []
         return ["Static copy of the widget (it moves without a kernel where its saved state loads):", *lines, *extra]
 
-    @property
-    def static_png(self):
-        return captioned_png(self.png, self.caption())
+    static_png = View.static_png
 
     def _repr_mimebundle_(self, **kwargs):
-        return {**self.widget._repr_mimebundle_(**kwargs), "image/png": base64.b64encode(self.static_png).decode(),
-                "text/plain": "\n".join(self.caption())}
+        return _with_static_copy(self, **kwargs)
