@@ -114,3 +114,19 @@ def test_the_widget_shows_the_chosen_image_and_step_and_refuses_what_it_has_not_
             gaps.gap_widget(g, **bad)
     with pytest.raises(ValueError, match="the number of labels must be 3, got 1. Pass one label per image"):
         gaps.gap_widget(g, ["a"])
+
+
+def test_gap_frames_precompute_each_image_and_step(model, computed):
+    g = computed[-1]
+    num_images = len(g.log_evidence)
+    view = gaps.gap_frames(g, [f"point {i}" for i in range(num_images)], images=[1, 0], steps=(0, 3, gaps.NUM_STEPS))
+    assert [label for label, _ in view.sliders[0].options] == ["point 1", "point 0"]
+    assert [label for label, _ in view.sliders[1].options] == ["0", "3", str(gaps.NUM_STEPS)]
+    pngs = [[view.inner[row].children[col].value for col in range(3)] for row in range(2)]
+    assert len({png for row in pngs for png in row}) == 6  # every image and step is its own picture
+    assert pngs == [list(row) for row in view.pngs]
+    assert view.caption()[1:] == ["image = point 1", "K steps = 0"]
+    with pytest.raises(ValueError, match="at most 12"):
+        gaps.gap_frames(g, images=[0] * 13)
+    with pytest.raises(ValueError, match="steps"):
+        gaps.gap_frames(g, steps=(0, gaps.NUM_STEPS + 1))

@@ -404,9 +404,10 @@ def test_every_page_renders_offline_in_chromium(site, tmp_path):
                     shot = ARTIFACTS / f"site_{name.replace('/', '_')}.png"
                     counts[name] = _read_page(page, base + name + ".html", name, shot)
                 # the sliders of the widgets that run without a kernel move their pictures (lesson 8's walks)
-                explorer_page = "lessons/08_latent_explorer"
-                _read_page(page, base + explorer_page + ".html", explorer_page, None)
-                moves = _move_kernel_free_sliders(page, ARTIFACTS / "site_lessons_08_latent_explorer_slider_moved.png")
+                moves = {}
+                for lesson in ("07_mean_field_vs_amortized", "08_latent_explorer"):
+                    _read_page(page, base + f"lessons/{lesson}.html", lesson, None)
+                    moves[lesson] = _move_kernel_free_sliders(page, ARTIFACTS / f"site_lessons_{lesson}_slider_moved.png")
                 # the same lesson opened from the file system, without a server
                 widget_lessons = [n for n, c in counts.items() if c["widgets"]] or [f"lessons/{LESSONS[0].stem}"]
                 for name in widget_lessons[:1]:
@@ -431,8 +432,10 @@ def test_every_page_renders_offline_in_chromium(site, tmp_path):
     assert guard.external == [], f"{len(guard.external)} requests left the machine: {guard.external[:5]}"
     assert guard.failed == [], f"requests that failed: {guard.failed[:10]}"
     assert guard.errors == [], f"script errors: {guard.errors[:5]}"
-    assert len(moves) >= 3, f"lesson 8 should show three widgets that move without a kernel, found {len(moves)}"
-    for before, after in moves:
-        assert before and after != before, f"a kernel-free slider moved but its picture stayed: {before}"
+    expected = {"07_mean_field_vs_amortized": 1, "08_latent_explorer": 3}  # the gap picture; lesson 8's three walks
+    assert {lesson: len(m) for lesson, m in moves.items()} == expected, moves
+    for lesson, widget_moves in moves.items():
+        for before, after in widget_moves:
+            assert before and after != before, f"{lesson}: a kernel-free slider moved but its picture stayed: {before}"
     lesson_maths = [c["maths"] for n, c in counts.items() if n.startswith("lessons/")]
     assert all(m > 0 for m in lesson_maths), counts

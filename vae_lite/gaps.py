@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from vae_lite import _args
 from vae_lite.posterior import make_grid
-from vae_lite.widgets import View
+from vae_lite.widgets import Frames, View
 
 NUM_STEPS = 500
 """Refinement steps taken; q after every step 0 (the encoder's q) ... NUM_STEPS (taken as q*) is kept."""
@@ -236,3 +236,46 @@ def gap_widget(gaps, labels=None, *, index=0, steps=0):
     and the two gaps of the chosen image. Introduced in lesson 7.
     """
     return GapWidget(gaps, labels, index, steps)
+
+
+FRAME_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 200, NUM_STEPS)
+"""The refinement steps K that :func:`gap_frames` precomputes."""
+
+
+def _frame(gaps, i, k, label):
+    """The picture of image ``i`` after ``k`` steps with its readouts under it, small, as an RGB array."""
+    fig = Figure(figsize=(3.8, 4.0), dpi=72)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.16, 0.3, 0.8, 0.62))
+    draw_image(ax, gaps, i, steps=k)
+    ax.legend(loc="upper right", fontsize=6)
+    ax.set_title(f"{label}, K = {k}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    amortization = gaps.amortization_gap[i]
+    closed = (gaps.elbo[i, k] - gaps.elbo[i, 0]) / amortization if amortization > 1e-9 else 1.0
+    fig.text(0.03, 0.03, f"log p(x) = {gaps.log_evidence[i]:.2f}, ELBO(q after {k} steps) = {gaps.elbo[i, k]:.2f}\n"
+             f"amortization gap {amortization:.2f} nats, {100 * closed:.0f} % closed\n"
+             f"approximation gap {gaps.approximation_gap[i]:.2f} nats", fontsize=8, va="bottom")
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def gap_frames(gaps, labels=None, *, images=None, steps=FRAME_STEPS, index=0):
+    """The gap picture with every frame precomputed, so its sliders move without a kernel. Lesson 7.
+
+    One slider picks an image (``images``: indices into ``gaps``, at most 12; by default the first
+    12), the other K among ``steps``; each frame is :func:`draw_image`'s picture with its readouts
+    (log p(x), the ELBO after K steps, both gaps and the share of the amortization gap closed) drawn
+    under it, so a frame is one stored picture; ``index``: the position in ``images`` shown first.
+    A :class:`vae_lite.widgets.Frames`.
+    """
+    num_images = len(gaps.log_evidence)
+    labels = list(labels) if labels is not None else [f"image {i}" for i in range(num_images)]
+    _args.equal("the number of labels", len(labels), num_images, "Pass one label per image.")
+    images = list(range(min(num_images, 12))) if images is None else [_args.index("images", i, num_images)
+                                                                       for i in images]
+    _args.at_most("the number of images", len(images), 12, "each image stores one picture per K; pick at most 12.")
+    steps = [_args.index("steps", k, NUM_STEPS + 1, what="refinement steps kept") for k in steps]
+    frames = [[_frame(gaps, i, k, labels[i]) for k in steps] for i in images]  # readouts drawn into each frame
+    return Frames(frames, [("image", [labels[i] for i in images]), ("K steps", [str(k) for k in steps])],
+                  index=(_args.index("index", index, len(images)), 0), scale=1)

@@ -36,7 +36,7 @@ from vae_lite.posterior import grid_coverage, grid_posterior
 PALETTE = [g for v in np.round(np.linspace(255, 0, 255)).astype(int) for g in (v, v, v)] + [220, 30, 30]
 
 
-def to_png(image, scale=6, marker=None, compress_level=1):
+def to_png(image, scale=6, marker=None, compress_level=1, colors=None):
     """PNG bytes of an image, upscaled ``scale`` times with nearest neighbour (crisp pixels).
 
     Args:
@@ -44,6 +44,8 @@ def to_png(image, scale=6, marker=None, compress_level=1):
         marker: optional boolean ``(h, w)`` mask of grey-image pixels to draw in red.
         compress_level: zlib's level, 1 (fast, for a redraw on every slider move) to 9 (small, for
             pictures stored in a notebook).
+        colors: for an RGB image, reduce it to this many colours first (a plot has few; the PNG
+            shrinks about threefold), or None to keep every colour.
     """
     if image.ndim == 2:
         index = np.round(254 * np.clip(image, 0, 1)).astype(np.uint8)
@@ -53,6 +55,8 @@ def to_png(image, scale=6, marker=None, compress_level=1):
         img.putpalette(PALETTE)  # a palette image: 1 byte a pixel, fast to compress
     else:
         img = Image.fromarray(image)
+        if colors is not None:
+            img = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
@@ -371,14 +375,14 @@ class Frames:
         index = [0] * num if index is None else [_args.index(f"index[{k}]", i, n, "options") for k, (i, n) in
                                                    enumerate(zip(index, sizes, strict=True))]
         self.sliders = [
-            widgets.SelectionSlider(options=[(str(label), k) for k, label in enumerate(labels)], value=i,
+            widgets.SelectionSlider(options=[(str(label), k) for k, label in enumerate(labels)], index=i,
                                     description=description, continuous_update=True,
                                     style={"description_width": "110px"}, layout={"width": "420px"})
             for (description, labels), i in zip(sliders, index, strict=True)
         ]
         self.pngs = np.empty(sizes, object)
         for position in np.ndindex(*sizes):
-            self.pngs[position] = to_png(pictures[position], scale, compress_level=9)
+            self.pngs[position] = to_png(pictures[position], scale, compress_level=9, colors=64)
 
         def frame(position):  # each frame is stored as widget models in the notebook: as few as it needs
             image = widgets.Image(value=self.pngs[position], format="png")
