@@ -142,3 +142,28 @@ def test_dimension_frames_change_one_dimension_of_the_image_code(model2d):
                                atol=1.5 / 254)
     with pytest.raises(ValueError, match="num_dims"):
         explorer.dimension_frames(model, jnp.asarray(x), IMAGE_SHAPE, num_dims=5)
+
+
+def test_elbo_frames_hold_the_quadrature_identity_for_every_q():
+    from vae_lite import posterior
+
+    model = posterior.LinearGaussian.random(jax.random.key(3), data_dim=3, latent_dim=1, sigma=0.8)
+    x = model.sample(jax.random.key(4), 1)[1][0]
+    axis = jnp.linspace(-6.0, 6.0, 241)
+    mus, log_vars = np.linspace(-1, 1, 3), np.linspace(-2, 0, 2)
+    view = widgets.elbo_frames(model.log_joint(x), axis, mus=mus, log_vars=log_vars, start=(0.9, -0.1))
+    assert view.position == (2, 1)
+    exact = float(model.log_evidence(x))  # log p(x) in closed form
+    mean, cov = (np.asarray(a, np.float64) for a in model.posterior(x))
+    for i, mu in enumerate(mus):
+        for j, log_var in enumerate(log_vars):
+            text = view.captions[i, j]
+            log_px, elbo, kl = (float(t.split()[0]) for t in
+                                (text.split("log p(x) = ")[1], text.split("ELBO ")[1], text.split("p(z|x)) ")[1]))
+            var = math.exp(log_var)  # KL between two 1-D Gaussians, in closed form
+            closed_kl = 0.5 * (math.log(cov[0, 0] / var) + (var + (mu - mean[0]) ** 2) / cov[0, 0] - 1)
+            assert log_px == pytest.approx(exact, abs=2e-3) and kl == pytest.approx(closed_kl, abs=5e-3)
+            assert elbo == pytest.approx(exact - closed_kl, abs=5e-3)
+    assert len({png for png in view.pngs.ravel()}) == 6
+    with pytest.raises(ValueError, match="at most 21"):
+        widgets.elbo_frames(model.log_joint(x), axis, mus=np.linspace(-1, 1, 22), log_vars=[0.0])

@@ -405,7 +405,7 @@ def test_every_page_renders_offline_in_chromium(site, tmp_path):
                     counts[name] = _read_page(page, base + name + ".html", name, shot)
                 # the sliders of the widgets that run without a kernel move their pictures (lesson 8's walks)
                 moves = {}
-                for lesson in ("07_mean_field_vs_amortized", "08_latent_explorer"):
+                for lesson in ("04_elbo", "07_mean_field_vs_amortized", "08_latent_explorer"):
                     _read_page(page, base + f"lessons/{lesson}.html", lesson, None)
                     moves[lesson] = _move_kernel_free_sliders(page, ARTIFACTS / f"site_lessons_{lesson}_slider_moved.png")
                 # the same lesson opened from the file system, without a server
@@ -432,7 +432,8 @@ def test_every_page_renders_offline_in_chromium(site, tmp_path):
     assert guard.external == [], f"{len(guard.external)} requests left the machine: {guard.external[:5]}"
     assert guard.failed == [], f"requests that failed: {guard.failed[:10]}"
     assert guard.errors == [], f"script errors: {guard.errors[:5]}"
-    expected = {"07_mean_field_vs_amortized": 1, "08_latent_explorer": 3}  # the gap picture; lesson 8's three walks
+    # lesson 4's ELBO frames, the gap picture, lesson 8's three walks
+    expected = {"04_elbo": 1, "07_mean_field_vs_amortized": 1, "08_latent_explorer": 3}
     assert {lesson: len(m) for lesson, m in moves.items()} == expected, moves
     for lesson, widget_moves in moves.items():
         for before, after in widget_moves:

@@ -423,3 +423,34 @@ class Frames:
 
     def _repr_mimebundle_(self, **kwargs):
         return _with_static_copy(self, **kwargs)
+
+
+def elbo_frames(log_joint, grid_axis, *, mus, log_vars, start=(0.0, 0.0)):
+    """Lesson 4's ELBO widget with every frame precomputed, so its sliders move without a kernel.
+
+    The pictures and numbers of :func:`elbo_widget` for every ``(mu, log_var)`` in ``mus x log_vars``
+    (each at most 21 values): the posterior on the grid, q, and log p(x) = ELBO + KL under it.
+    ``start``: the frame shown first is the one nearest to this ``(mu, log_var)``. A :class:`Frames`.
+    """
+    mus = np.asarray(_args.float_array("mus", mus), np.float64)
+    log_vars = np.asarray(_args.float_array("log_vars", log_vars), np.float64)
+    _args.ndim("mus", mus, 1, "Pass the values of mu the frames show, e.g. np.linspace(-3, 3, 13).")
+    _args.ndim("log_vars", log_vars, 1, "Pass the values of log_var the frames show, e.g. np.linspace(-4, 1, 11).")
+    for name, values in (("mus", mus), ("log_vars", log_vars)):
+        _args.at_most(f"the number of {name}", len(values), 21, "each pair is a stored picture; use at most 21.")
+        _args.count(f"the number of {name}", len(values))
+    view = ElboWidget(log_joint, grid_axis, log_var_range=(float(log_vars.min()) - 1, float(log_vars.max()) + 1))
+    frames, captions = [], []
+    for mu in mus:
+        frames.append([]), captions.append([])
+        for log_var in log_vars:
+            view._hold = True  # set both sliders, then draw once
+            view.mu_slider.value, view.log_var_slider.value = float(mu), float(log_var)
+            view._hold = False
+            frames[-1].append(view.picture().copy())
+            captions[-1].append(f"log p(x) = {view.log_evidence:.3f} = ELBO {view.elbo:.3f} + "
+                                f"KL(q || p(z|x)) {view.kl:.3f} (nats)"
+                                + (f"; warning: {view.grid_problem}" if view.grid_problem else ""))
+    index = (int(np.argmin(np.abs(mus - start[0]))), int(np.argmin(np.abs(log_vars - start[1]))))
+    return Frames(frames, [("mu", [f"{m:.2f}" for m in mus]), ("log_var", [f"{v:.2f}" for v in log_vars])],
+                  captions=captions, index=index, scale=1)
