@@ -16,9 +16,6 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "vae_lite"
 
 NOT_YET_MOVED = {
-    "data": "data-set names, files and levels: rules of the download and cache code, moved with its rework",
-    "checkpoints": "model files and recipes on disk (a file's metadata, not a user's argument)",
-    "training": "TrainConfig's fields and the trainer's data: to move with the one train-or-load flow (item 3)",
 }
 
 

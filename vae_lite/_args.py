@@ -57,8 +57,8 @@ def float_array(name, value):
     return value
 
 
-def floating(name, a):
-    """Raise unless ``a`` holds floating-point numbers."""
+def floating(name, a, fix=None):
+    """Raise unless ``a`` holds floating-point numbers (``fix``: what to do instead, if not a cast)."""
     try:
         dtype = jnp.result_type(a)
     except TypeError:
@@ -66,7 +66,7 @@ def floating(name, a):
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
             f"{name} must be a floating-point array, got dtype {dtype}. "
-            f"Convert it first, e.g. {name}.astype(jnp.float32)."
+            + (fix or f"Convert it first, e.g. {name}.astype(jnp.float32).")
         )
 
 
@@ -501,3 +501,23 @@ def cholesky_factor(name, chol):
             "L L^T); got nonzero entries above the diagonal or a diagonal entry <= 0. Factor a covariance with "
             "jnp.linalg.cholesky(cov), or build L from its diagonal's logs and its strictly lower part."
         )
+
+
+def one_of(name, value, valid, fix=""):
+    """Raise unless ``value`` is one of the names ``valid`` (a data set, a model kind, a mode)."""
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is not a valid value; valid values are {', '.join(map(str, valid))}."
+                         f"{' ' + fix if fix else ''}")
+
+
+def has_dtype(name, a, expected, fix=""):
+    """Raise unless ``a`` has the NumPy dtype ``expected`` (e.g. uint8 grey levels)."""
+    if np.asarray(a).dtype != np.dtype(expected):
+        raise ValueError(f"{name} must have dtype {np.dtype(expected)}, got {np.asarray(a).dtype}."
+                         f"{' ' + fix if fix else ''}")
+
+
+def none_of(what, items, fix):
+    """Raise if ``items`` (the offending ones, by name) is not empty: ``what`` they are and the fix."""
+    if items:
+        raise ValueError(f"{what} ({', '.join(map(str, items[:3]))}{', ...' if len(items) > 3 else ''}). {fix}")

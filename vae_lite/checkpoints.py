@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vae_lite import __version__
+from vae_lite import __version__, _args
 from vae_lite._runtime import CACHE_ENV, atomic_write_bytes, cache_dir
 
 TRAINING_ENV = "VAE_LITE_TRAINING"
@@ -92,12 +92,9 @@ def save_model(path, model, metadata=None):
     """
     params = _flat_params(model)
     bad = _unusable(params)
-    if bad:
-        raise ValueError(
-            f"Refusing to save a model with NaN, infinite or huge (|value| > {PARAMETER_LIMIT:g}) parameters "
-            f"({', '.join(bad[:3])}): its outputs are not finite numbers. The training diverged; train it "
-            "again with a smaller learning rate."
-        )
+    _args.none_of(f"Refusing to save a model with NaN, infinite or huge (|value| > {PARAMETER_LIMIT:g}) parameters",
+                  bad, "Its outputs are not finite numbers: the training diverged; train it again with a smaller "
+                  "learning rate.")
     arrays = {f"param:{k}": v for k, v in params.items()}
     arrays["metadata"] = np.array(json.dumps({**(metadata or {}), "params_sha256": params_checksum(params)}))
     buffer = io.BytesIO()
@@ -204,10 +201,8 @@ def training_mode():
     Raises ``ValueError`` listing the valid values for anything else.
     """
     mode = os.environ.get(TRAINING_ENV) or "allow"
-    if mode not in TRAINING_MODES:
-        valid = "; ".join(f"{name!r}: {meaning}" for name, meaning in TRAINING_MODES.items())
-        raise ValueError(f"{TRAINING_ENV}={mode!r} is not a valid value. Valid values: {valid}. "
-                         f"Unset it to allow training.")
+    meanings = "; ".join(f"{name!r}: {meaning}" for name, meaning in TRAINING_MODES.items())
+    _args.one_of(TRAINING_ENV, mode, list(TRAINING_MODES), f"({meanings}.) Unset it to allow training.")
     return mode
 
 

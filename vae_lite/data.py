@@ -117,8 +117,8 @@ class Images:
 
     def __init__(self, levels, max_level):
         levels = np.asarray(levels)
-        if levels.dtype != np.uint8 or levels.ndim != 2:
-            raise ValueError(f"Images needs (num_images, pixels) uint8 levels, got {levels.dtype} {levels.shape}.")
+        _args.has_dtype("Images' levels", levels, np.uint8, "Images holds uint8 grey levels; pass float images as arrays.")
+        _args.ndim("Images' levels", levels, 2, "Pass (num_images, pixels) levels.")
         levels.setflags(write=False)
         self.levels, self.max_level = levels, int(max_level)
 
@@ -427,11 +427,7 @@ def dataset_override():
     value = os.environ.get(DATASET_ENV, "").strip()
     if not value:
         return None
-    if value not in LESSON_DATASETS:
-        raise ValueError(
-            f"{DATASET_ENV}={value!r} is not a data set the lessons run on; valid values are "
-            f"{', '.join(LESSON_DATASETS)} (or leave it unset for MNIST)."
-        )
+    _args.one_of(DATASET_ENV, value, LESSON_DATASETS, "Or leave it unset for MNIST.")
     return value
 
 
@@ -452,8 +448,7 @@ def load(name="mnist", data_dir=None, *, download=True, fallback=False):
         whose message starts with ``NOTICE:`` says so (in a notebook: under the cell).
         Introduced in lesson 1.
     """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown data set {name!r}; valid names are {', '.join(DATASETS)}.")
+    _args.one_of("name", name, DATASETS, "These are the data sets vae-lite can load.")
     override = dataset_override()
     if override == "digits" and name == "mnist":
         warnings.warn(
@@ -484,16 +479,12 @@ def _intensities(x):
     x = _args.float_array("x", x) if isinstance(x, (list, tuple)) else x
     dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
     if not np.issubdtype(dtype, np.floating):
-        raise ValueError(
-            f"binarize needs intensities in [0, 1] as floats, got {dtype} values; "
-            "pass dataset.x_train[...] (already scaled) or divide by the maximum level (e.g. x / 255)."
-        )
+        _args.floating("x", x, "binarize needs intensities in [0, 1]: pass dataset.x_train[...] (already scaled) "
+                       "or divide by the maximum level (e.g. x / 255).")
     values = _args.concrete(x)
-    if values is not None and values.size and not (np.nanmin(values) >= 0 and np.nanmax(values) <= 1):
-        raise ValueError(
-            f"binarize needs intensities in [0, 1], got values from {np.nanmin(values):.4g} to "
-            f"{np.nanmax(values):.4g}; grey levels 0-255 must be divided by 255 first."
-        )
+    if values is not None and values.size:
+        _args.in_range("x", values[~np.isnan(values)], 0, 1, "binarize needs intensities; grey levels 0-255 must be "
+                       "divided by 255 first (x / 255).")
     _args.finite("x", values if values is not None else x, "Intensities must be numbers in [0, 1].")
     return x
 
@@ -511,8 +502,7 @@ def levels_of(x, name="Training images"):
         return x.levels, x.max_level
     x = np.asarray(x, dtype=np.float32)
     _args.nonempty_image_batch(name, x)
-    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
-        raise ValueError(f"{name} must be finite and in [0, 1]; scale them with x / 255.")
+    _args.in_range(name, x, 0, 1, "Intensities must be finite and in [0, 1]; scale grey levels with x / 255.")
     return x, 1
 
 
@@ -568,7 +558,6 @@ def binarize_fixed(x, seed=0):
         levels, max_level = x.levels, x.max_level
     else:
         levels, max_level = jnp.asarray(_intensities(x), jnp.float32), 1
-    if levels.ndim != 2 or levels.shape[0] == 0:
-        raise ValueError(f"binarize_fixed needs (num_images, pixels) with num_images >= 1, got shape {levels.shape}.")
+    _args.nonempty_image_batch("x", levels)
     block = min(BINARIZE_BLOCK, levels.shape[0])
     return _binarize_blocks(jax.random.key(seed), levels, block=block, max_level=max_level)

@@ -100,23 +100,18 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.model not in MODELS:
-            raise ValueError(f"Unknown model {self.model!r}; valid: {', '.join(MODELS)}.")
-        if not isinstance(self.hidden, (tuple, list)):
-            raise ValueError(
-                f"hidden must be a tuple of hidden-layer widths, got {self.hidden!r}; write hidden=({self.hidden!r},) "
-                "for one layer, hidden=(512, 256) for two."
-            )
+        _args.one_of("model", self.model, list(MODELS))
+        _args.instance("hidden", self.hidden, (tuple, list), f"hidden is a tuple of hidden-layer widths: write "
+                       f"hidden=({self.hidden!r},) for one layer, hidden=(512, 256) for two.")
         object.__setattr__(self, "hidden", tuple(_args.count("each hidden width", h) for h in self.hidden))
         for name in ("latent_dim", "epochs", "batch_size"):
             object.__setattr__(self, name, _args.count(name, getattr(self, name)))
         object.__setattr__(self, "seed", _args.count("seed", self.seed, minimum=0))
         for name, low in (("learning_rate", 0.0), ("beta", None)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}.")
-            if (low is not None and value <= low) or value < 0:
-                raise ValueError(f"{name} must be {'positive' if low is not None else '>= 0'}, got {value!r}.")
+            value = _args.number(name, value)
+            _args.in_range(name, value, 0, np.inf, "learning_rate must be positive, beta at least 0.",
+                           closed=low is None)
 
 
 @dataclass
@@ -226,8 +221,8 @@ def fit(model, config, x, *, held_out=None, progress=True):
         key_train, key_test, eval_key = _monitor_keys(config.seed)
         monitor = {"train_elbo": _monitor_set(x, max_level, key_train),
                    "test_elbo": _monitor_set(*data_lib.levels_of(held_out, "held_out"), key_test)}
-    if x.shape[0] < config.batch_size:
-        raise ValueError(f"Need at least batch_size={config.batch_size} images, got {x.shape[0]}.")
+    _args.at_least("the number of training images", x.shape[0], config.batch_size,
+                   f"one minibatch takes batch_size={config.batch_size}; pass more images or a smaller batch_size.")
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer, epoch = _epoch_for(graphdef, config.model, config.batch_size, config.learning_rate, max_level)
     opt_state = optimizer.init(params)
