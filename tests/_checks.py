@@ -12,3 +12,16 @@ def fails_with(check, fn, *fragments):
         assert fragment in message, f"{fragment!r} not in message:\n{message}"
     assert "Traceback" not in message
     return message
+
+
+def hidden_tests(notebook, grade_id):
+    """The hidden tests of the graded cell ``grade_id`` of ``notebook`` (a path), as source that defines
+    ``_hidden_test`` without calling it on the lesson's own answer."""
+    import json
+    import re
+
+    cells = json.loads(notebook.read_text())["cells"]
+    (source,) = ["".join(c["source"]) for c in cells
+                 if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id]
+    hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", source, re.S).group(1)
+    return re.sub(r"_hidden_test\(\w+\)\ndel _hidden_test\n", "", hidden)

@@ -4,9 +4,7 @@ typical mistake or broken function fails with the message that names it; the not
 bound and fail wrong ones."""
 
 import functools
-import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -202,11 +200,7 @@ def test_endless_loop_is_stopped(monkeypatch):
 
 # ------------------------------------------------------------ the notebook's hidden tests
 def _hidden_tests():
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    (source,) = ["".join(c["source"]) for c in cells
-                 if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "ex04_iwae_test"]
-    hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", source, re.S).group(1)
-    return hidden.replace("_hidden_test(iwae_bound)\ndel _hidden_test\n", "")
+    return _checks.hidden_tests(NOTEBOOK, "ex04_iwae_test")
 
 
 @pytest.mark.parametrize(("fn", "passes"), [

@@ -4,9 +4,7 @@ scipy's Gaussian density), correct estimators pass, each typical mistake or brok
 that names it, and the notebook's hidden tests pass correct estimators and fail wrong ones."""
 
 import functools
-import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -227,11 +225,7 @@ def test_endless_loop_is_stopped(monkeypatch):
 # ------------------------------------------------------------ no hint writes the answer
 # ------------------------------------------------------------ the notebook's hidden tests
 def _hidden_tests():
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    (source,) = ["".join(c["source"]) for c in cells
-                 if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "ex07_full_cov_test"]
-    hidden = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", source, re.S).group(1)
-    return hidden.replace("_hidden_test(full_covariance_elbo)\ndel _hidden_test\n", "")
+    return _checks.hidden_tests(NOTEBOOK, "ex07_full_cov_test")
 
 
 @pytest.mark.parametrize(("fn", "passes"), [

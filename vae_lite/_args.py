@@ -119,17 +119,20 @@ def finite(name, a, fix=""):
         raise ValueError(f"{name} holds {bad}.{' ' + fix if fix else ''}")
 
 
+def _within_float32(name, a, limit, why):
+    """Raise if a concrete ``a`` is NaN/inf or has an entry beyond ``±limit``; ``why(worst)`` says what overflows."""
+    finite(name, a)
+    values = concrete(a)
+    if values is not None and values.size and np.max(np.abs(values)) > limit:
+        worst = values.flat[np.argmax(np.abs(values))]
+        raise ValueError(f"{name} = {worst:.4g} is outside [-{limit:g}, {limit:g}]: {why(worst)}")
+
+
 def log_variance(name, log_var):
     """Raise if a concrete ``log_var`` is NaN/inf or so large that e^{log_var} leaves float32."""
-    finite(name, log_var)
-    values = concrete(log_var)
-    if values is not None and values.size and np.max(np.abs(values)) > LOG_VAR_LIMIT:
-        worst = values.flat[np.argmax(np.abs(values))]
-        raise ValueError(
-            f"{name} = {worst:.4g} is outside [-{LOG_VAR_LIMIT:g}, {LOG_VAR_LIMIT:g}]: e^{name} = variance "
-            f"{'over' if worst > 0 else 'under'}flows float32 and gives inf or NaN. A log-variance is the log of "
-            "sigma^2 (sigma = 1 is log_var = 0); pass log(sigma^2), not sigma^2 or a huge value."
-        )
+    _within_float32(name, log_var, LOG_VAR_LIMIT, lambda worst: (
+        f"e^{name} = variance {'over' if worst > 0 else 'under'}flows float32 and gives inf or NaN. A log-variance "
+        "is the log of sigma^2 (sigma = 1 is log_var = 0); pass log(sigma^2), not sigma^2 or a huge value."))
 
 
 def gaussian_q(mu, log_var, num_samples=1):
@@ -293,15 +296,9 @@ LOCATION_LIMIT = 1e8  # |mu| beyond this: mu^2 / 2 (in log p(z)) is ~1e16 and so
 
 def location(name, mu):
     """Raise if a concrete mean ``mu`` is NaN/inf or beyond ``LOCATION_LIMIT``, where log-densities leave float32."""
-    finite(name, mu)
-    values = concrete(mu)
-    if values is not None and values.size and np.max(np.abs(values)) > LOCATION_LIMIT:
-        worst = values.flat[np.argmax(np.abs(values))]
-        raise ValueError(
-            f"{name} = {worst:.4g} is outside [-{LOCATION_LIMIT:g}, {LOCATION_LIMIT:g}]: log N(z; 0, I) = -z^2/2 "
-            "of such a z overflows float32 and the result is -inf. Latent means are of order 1 under the "
-            "N(0, I) prior; check that you passed the mean itself."
-        )
+    _within_float32(name, mu, LOCATION_LIMIT, lambda worst: (
+        "log N(z; 0, I) = -z^2/2 of such a z overflows float32 and the result is -inf. Latent means are of order 1 "
+        "under the N(0, I) prior; check that you passed the mean itself."))
 
 
 # ---------------------------------------------------------------- grids
