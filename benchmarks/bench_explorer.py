@@ -12,6 +12,7 @@ the rows (dicts ``metric, measured, target, status, note``) for ``run_all.py``.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -177,14 +178,14 @@ def naive_mc_rows(model2, mnist, num_changes):
     ]
 
 
-def browser_rows(num_edits):
-    reason = _browser.missing_tools("voila")
-    if reason:
-        return [row("browser round trip", f"skipped: {reason}")]
+@contextlib.contextmanager
+def voila_page(notebook):
+    """A Chromium page showing ``notebook`` (source text) served by Voila, its first image loaded;
+    yields ``(page, seconds from the first request to that image)``."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as folder:
-        proc, url = _browser.start_voila(_browser.write_notebook(folder, BROWSER_NOTEBOOK), timeout=300)
+        proc, url = _browser.start_voila(_browser.write_notebook(folder, notebook), timeout=300)
         try:
             with sync_playwright() as p:
                 browser = _browser.launch_chromium(p)
@@ -193,14 +194,21 @@ def browser_rows(num_edits):
                     start = time.perf_counter()
                     page.goto(url, timeout=300_000)
                     page.wait_for_selector(_browser.IMAGE, timeout=300_000)
-                    first = time.perf_counter() - start
-                    values = [f"{v:.2f}" for v in np.linspace(-2.5, 2.5, num_edits)]
-                    _browser.type_into_readout(page, 0, "2.9")  # warm-up
-                    ms = np.array([1000 * _browser.type_into_readout(page, 0, v) for v in values])
+                    yield page, time.perf_counter() - start
                 finally:
                     browser.close()
         finally:
             _browser.stop_server(proc)
+
+
+def browser_rows(num_edits):
+    reason = _browser.missing_tools("voila")
+    if reason:
+        return [row("browser round trip", f"skipped: {reason}")]
+    with voila_page(BROWSER_NOTEBOOK) as (page, first):
+        values = [f"{v:.2f}" for v in np.linspace(-2.5, 2.5, num_edits)]
+        _browser.type_into_readout(page, 0, "2.9")  # warm-up
+        ms = np.array([1000 * _browser.type_into_readout(page, 0, v) for v in values])
     return [
         stats_row(
             "browser round trip (Voila + Chromium): readout edit -> new image",
@@ -232,32 +240,17 @@ def naive_mc_browser_rows(num_moves):
     reason = _browser.missing_tools("voila")
     if reason:
         return [row("lesson-3 naive MC widget, browser round trip", f"skipped: {reason}")]
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as folder:
-        proc, url = _browser.start_voila(_browser.write_notebook(folder, NAIVE_MC_NOTEBOOK), timeout=300)
-        try:
-            with sync_playwright() as p:
-                browser = _browser.launch_chromium(p)
-                try:
-                    page = browser.new_page()
-                    page.goto(url, timeout=300_000)
-                    page.wait_for_selector(_browser.IMAGE, timeout=300_000)
-                    page.locator(".noUi-handle").first.focus()
-                    ms = []
-                    for step in range(num_moves + 1):  # S = 1 -> 4096 and back: 12 steps each way
-                        old = _browser.image_src(page)
-                        start = time.perf_counter()
-                        page.keyboard.press("ArrowRight" if (step // 12) % 2 == 0 else "ArrowLeft")
-                        page.wait_for_function(
-                            "([sel, old]) => { const img = document.querySelector(sel); "
-                            "return img.src !== old && img.complete; }",
-                            arg=[_browser.IMAGE, old], timeout=30_000, polling="raf")
-                        ms.append(1000 * (time.perf_counter() - start))
-                finally:
-                    browser.close()
-        finally:
-            _browser.stop_server(proc)
+    with voila_page(NAIVE_MC_NOTEBOOK) as (page, _):
+        page.locator(".noUi-handle").first.focus()
+        ms = []
+        for step in range(num_moves + 1):  # S = 1 -> 4096 and back: 12 steps each way
+            old = _browser.image_src(page)
+            start = time.perf_counter()
+            page.keyboard.press("ArrowRight" if (step // 12) % 2 == 0 else "ArrowLeft")
+            page.wait_for_function(
+                "([sel, old]) => { const img = document.querySelector(sel); return img.src !== old && img.complete; }",
+                arg=[_browser.IMAGE, old], timeout=30_000, polling="raf")
+            ms.append(1000 * (time.perf_counter() - start))
     return [stats_row("lesson-3 naive MC widget, browser round trip (Voila + Chromium): arrow key on the S slider "
                       "-> new image", np.array(ms[1:]), 300, None, "six images of 2^15 synthetic log-likelihoods")]
 
